@@ -1,0 +1,220 @@
+"""Settings: one validated object, from flags over environment over defaults.
+
+Every field can be set through an environment variable named ``CORTEX_`` plus
+the field name in capitals (``CORTEX_REDIS_URL``, ``CORTEX_CONCURRENCY``...).
+Command-line flags override the environment; ``Settings.load`` merges both and
+validates the result, raising :class:`ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from cortex_core.errors import ConfigError
+
+ENV_PREFIX = "CORTEX_"
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+EXECUTORS = ("simulated",)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a cortex process needs to know, validated at start-up."""
+
+    redis_url: str | None = None
+    """Redis to use; ``None`` starts the embedded server."""
+    namespace: str = "cortex"
+    """Hash tag shared by every key, so several deployments can share a Redis."""
+    data_dir: Path = Path(".cortex")
+    """Embedded Redis data, the audit trail, and worker logs live here."""
+    workers: int = 2
+    """Worker processes the local backend starts."""
+    concurrency: int = 8
+    """Tasks one worker process runs at once."""
+    lease_seconds: float = 30.0
+    """How long a claim lasts without renewal before the task is returned."""
+    max_attempts: int = 3
+    """Attempts (claims) before a task goes to the dead-letter queue."""
+    shutdown_grace_seconds: float = 20.0
+    """On SIGTERM a worker finishes running tasks for this long, then hands back."""
+    requests_per_minute: int = 0
+    """Shared request budget per rolling minute; 0 means unlimited."""
+    input_tokens_per_minute: int = 0
+    """Shared input-token budget per rolling minute; 0 means unlimited."""
+    output_tokens_per_minute: int = 0
+    """Shared output-token budget per rolling minute; 0 means unlimited."""
+    tokens_per_minute: int = 40_000
+    """Shared budget for input plus output tokens per rolling minute; 0: none."""
+    executor: str = "simulated"
+    """Which model runs tasks; ``simulated`` is the only one built so far."""
+    sim_latency_min: float = 3.0
+    """Simulated model: shortest reply, seconds."""
+    sim_latency_max: float = 5.0
+    """Simulated model: longest reply, seconds."""
+    event_stream_length: int = 10_000
+    """Approximate length the task event stream is capped at."""
+    log_level: str = "INFO"
+    """Level for the process's own log."""
+
+    # Derived paths -------------------------------------------------------
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.data_dir / "audit"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def embedded(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def simulated(self) -> bool:
+        return self.executor == "simulated"
+
+    # Construction --------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Merge defaults, ``CORTEX_*`` variables and ``overrides`` (flags).
+
+        ``None`` values in ``overrides`` mean "not given" and do not override.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        known = {f.name: f for f in fields(cls)}
+        for name, f in known.items():
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None and raw != "":
+                values[name] = _coerce(name, f.type, raw)
+        for name, value in (overrides or {}).items():
+            if name not in known:
+                raise ConfigError(f"unknown setting {name!r}")
+            if value is not None:
+                values[name] = _coerce(name, known[name].type, value)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        new = dataclasses.replace(self, **changes)
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first field that breaks its rule."""
+        if self.redis_url is not None:
+            scheme = urlsplit(self.redis_url).scheme
+            if scheme not in _REDIS_SCHEMES:
+                raise ConfigError(
+                    f"redis_url: scheme must be one of {', '.join(_REDIS_SCHEMES)},"
+                    f" got {scheme or 'none'!r}"
+                )
+        if not _NAMESPACE_RE.match(self.namespace):
+            raise ConfigError(
+                "namespace: 1 to 64 characters of letters, digits, _ . : -"
+            )
+        _require(self.workers, "workers", 0, 256)
+        _require(self.concurrency, "concurrency", 1, 1024)
+        _require(self.max_attempts, "max_attempts", 1, 100)
+        _require(self.lease_seconds, "lease_seconds", 1.0, 3600.0)
+        _require(self.shutdown_grace_seconds, "shutdown_grace_seconds", 0.0, 3600.0)
+        for name in (
+            "requests_per_minute",
+            "input_tokens_per_minute",
+            "output_tokens_per_minute",
+            "tokens_per_minute",
+        ):
+            _require(getattr(self, name), name, 0, 1_000_000_000)
+        if self.executor not in EXECUTORS:
+            raise ConfigError(
+                f"executor: one of {', '.join(EXECUTORS)}, got {self.executor!r}"
+            )
+        _require(self.sim_latency_min, "sim_latency_min", 0.0, 600.0)
+        _require(self.sim_latency_max, "sim_latency_max", 0.0, 600.0)
+        if self.sim_latency_max < self.sim_latency_min:
+            raise ConfigError("sim_latency_max: must not be below sim_latency_min")
+        _require(self.event_stream_length, "event_stream_length", 100, 10_000_000)
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError("log_level: one of DEBUG, INFO, WARNING, ERROR")
+
+    def redis_display(self) -> str:
+        """The Redis target as it may be shown: never with its password."""
+        if self.redis_url is None:
+            return "embedded"
+        return redact_url(self.redis_url)
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as CORTEX_* variables, to hand to a child process."""
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                env[ENV_PREFIX + f.name.upper()] = str(value)
+        return env
+
+
+def redact_url(url: str) -> str:
+    """Drop the password (and user) from a URL so it can be logged or shown."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def parse_latency(text: str) -> tuple[float, float]:
+    """Parse ``MIN:MAX`` seconds as given to ``--latency``."""
+    lo_text, sep, hi_text = text.partition(":")
+    try:
+        lo = float(lo_text)
+        hi = float(hi_text) if sep else lo
+    except ValueError as err:
+        raise ConfigError(
+            f"latency: expected MIN:MAX in seconds, like 3:5, got {text!r}"
+        ) from err
+    if lo < 0 or hi < lo:
+        raise ConfigError(f"latency: need 0 <= MIN <= MAX, got {text!r}")
+    return lo, hi
+
+
+def _require(value: float, name: str, lo: float, hi: float) -> None:
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}: must be between {lo:g} and {hi:g}, got {value!r}")
+
+
+def _coerce(name: str, annotation: Any, raw: Any) -> Any:
+    text_type = str(annotation)
+    try:
+        if "Path" in text_type:
+            return Path(raw)
+        if text_type == "int":
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return int(raw)
+        if text_type == "float":
+            return float(raw)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{name}: expected {text_type}, got {raw!r}") from err
+    return None if raw is None else str(raw)
+
+
+__all__ = ["Settings", "parse_latency", "redact_url"]

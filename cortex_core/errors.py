@@ -1,0 +1,35 @@
+"""The exceptions cortex raises across its boundaries."""
+
+from __future__ import annotations
+
+
+class CortexError(Exception):
+    """Base of every error cortex raises on purpose."""
+
+
+class ConfigError(CortexError):
+    """A setting is missing, malformed or out of range."""
+
+
+class TaskValidationError(CortexError):
+    """A task or result failed validation; the message names field and rule."""
+
+
+class RedisUnavailable(CortexError):
+    """Redis could not be reached, refused the credentials, or timed out."""
+
+
+class UnknownTask(CortexError):
+    """No task with that id exists."""
+
+
+class InvalidTransition(CortexError):
+    """The task is not in a state that allows the requested action."""
+
+
+class EmbeddedRedisError(CortexError):
+    """The embedded redis-server could not be found or started."""
+
+
+class BackendError(CortexError):
+    """A worker backend could not start, stop or scale workers."""
