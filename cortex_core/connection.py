@@ -1,0 +1,84 @@
+"""Opening Redis connections with bounded waits, and reading its clock."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    ResponseError,
+)
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+)
+from redis.exceptions import (
+    TimeoutError as RedisTimeoutError,
+)
+
+from cortex_core.config import redact_url
+from cortex_core.errors import RedisUnavailable
+
+logger = logging.getLogger(__name__)
+
+#: Socket timeout for ordinary commands; blocking pops pass their own.
+COMMAND_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 3.0
+
+
+def connect(url: str, *, name: str = "cortex") -> aioredis.Redis:
+    """A client for ``url`` that returns bytes and bounds every wait."""
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=False,
+        socket_timeout=COMMAND_TIMEOUT,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        health_check_interval=15,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 2),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        client_name=name,
+    )
+
+
+async def check(client: aioredis.Redis, url: str) -> dict[str, str]:
+    """Ping Redis and return its eviction policy and version.
+
+    Raises RedisUnavailable with a message that names the target (without
+    its password) and what went wrong.
+    """
+    target = redact_url(url)
+    try:
+        await client.ping()
+        info = await client.info("server")
+    except AuthenticationError as err:
+        raise RedisUnavailable(f"{target}: authentication failed ({err})") from err
+    except (RedisConnectionError, RedisTimeoutError, OSError) as err:
+        raise RedisUnavailable(f"{target}: unreachable ({err})") from err
+    except ResponseError as err:
+        raise RedisUnavailable(f"{target}: {err}") from err
+    policy = "unknown"
+    try:
+        raw: dict[Any, Any] = await client.config_get("maxmemory-policy")
+        value = raw.get(b"maxmemory-policy", raw.get("maxmemory-policy"))
+        policy = _text(value) if value is not None else "unknown"
+    except ResponseError:
+        # Managed services often forbid CONFIG; the policy stays "unknown".
+        pass
+    version = _text(info.get("redis_version", "unknown"))
+    if policy not in ("noeviction", "unknown"):
+        logger.warning(
+            "Redis %s evicts keys (maxmemory-policy %s): queued tasks can be "
+            "lost under memory pressure; set maxmemory-policy noeviction",
+            target,
+            policy,
+        )
+    return {"maxmemory_policy": policy, "version": version}
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)

@@ -1,0 +1,492 @@
+"""The task queue in Redis: four priority levels, leases, dead letters, events.
+
+Strict priority between levels and FIFO within one; a claim moves a task
+into the in-flight set with a lease deadline on the server's clock. Idle
+workers block on a wake list that every enqueue pushes to, so they claim
+within milliseconds without polling.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from cortex_core import queue_scripts as lua
+from cortex_core.errors import InvalidTransition, UnknownTask
+from cortex_core.keys import Keyspace
+from cortex_core.models import PRIORITIES, Priority, Task, TaskResult, TaskState
+from cortex_core.snapshot import LogEntry, QueueDepths
+
+logger = logging.getLogger(__name__)
+
+IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
+DONE_RETENTION_MS = 7 * 24 * 3600 * 1000
+_PRIORITY_NAMES = [str(p) for p in PRIORITIES]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A task this worker holds until its lease deadline."""
+
+    task_id: str
+    payload: bytes
+    attempt: int
+    max_attempts: int
+    priority: Priority
+    token: str
+    deadline_ms: int
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """A task as Redis holds it; ``task`` is None when its payload is bad."""
+
+    task_id: str
+    state: str
+    priority: str
+    category: str
+    attempts: int
+    max_attempts: int
+    worker: str
+    reason: str
+    enqueued_at_ms: int | None
+    claimed_at_ms: int | None
+    finished_at_ms: int | None
+    payload: bytes
+    task: Task | None
+    result: TaskResult | None
+    decode_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of the task event stream."""
+
+    event_id: str
+    at: float
+    kind: str
+    task_id: str
+    priority: str = ""
+    category: str = ""
+    worker: str = ""
+    attempt: int = 0
+    detail: str = ""
+
+    def to_log_entry(self) -> LogEntry:
+        return LogEntry(
+            at=self.at,
+            kind=self.kind,
+            task_id=self.task_id,
+            priority=self.priority,
+            category=self.category,
+            worker=self.worker,
+            detail=self.detail,
+            event_id=self.event_id,
+        )
+
+
+@dataclass
+class ReapResult:
+    returned: list[str] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)
+
+
+class TaskQueue:
+    """All reads and writes of the queue's keys go through this class."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keyspace,
+        *,
+        events_maxlen: int = 10_000,
+        done_retention_ms: int = DONE_RETENTION_MS,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.events_maxlen = events_maxlen
+        self.done_retention_ms = done_retention_ms
+        self._pending = [keys.pending(p) for p in PRIORITIES]
+        self._enqueue = client.register_script(lua.ENQUEUE)
+        self._claim = client.register_script(lua.CLAIM)
+        self._renew = client.register_script(lua.RENEW)
+        self._complete = client.register_script(lua.COMPLETE)
+        self._fail = client.register_script(lua.FAIL)
+        self._hand_back = client.register_script(lua.HAND_BACK)
+        self._reap = client.register_script(lua.REAP)
+        self._requeue = client.register_script(lua.REQUEUE)
+
+    # Producing ---------------------------------------------------------------
+
+    async def enqueue(self, task: Task) -> tuple[str, bool]:
+        """Enqueue ``task``; return its id and whether it is new.
+
+        With an idempotency key already used in the last 24 hours, the id
+        returned is the earlier task's and nothing is enqueued.
+        """
+        return (await self.enqueue_many([task]))[0]
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[tuple[str, bool]]:
+        """Enqueue several tasks in one round trip, each atomically."""
+        if not tasks:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for task in tasks:
+                keys, args = self._enqueue_call(task)
+                await self._enqueue(keys, args, client=pipe)
+            replies = await pipe.execute()
+        results = []
+        for task, (created, task_id) in zip(tasks, replies, strict=True):
+            results.append((_text(task_id), bool(created)))
+            if not created:
+                logger.info(
+                    "task %s: not enqueued again; key %r names task %s",
+                    task.id,
+                    task.idempotency_key,
+                    _text(task_id),
+                )
+        return results
+
+    def _enqueue_call(self, task: Task) -> tuple[list[str], list[Any]]:
+        tkey = self.keys.task(task.id)
+        idem = task.idempotency_key
+        keys = [
+            tkey,
+            self.keys.pending(task.priority),
+            self.keys.events,
+            self.keys.wake,
+            self.keys.idem_prefix + idem if idem else tkey,
+        ]
+        args: list[Any] = [
+            task.id,
+            task.to_json(),
+            str(task.priority),
+            task.category,
+            task.max_attempts,
+            IDEMPOTENCY_TTL_MS if idem else 0,
+            self.events_maxlen,
+        ]
+        return keys, args
+
+    # Consuming ---------------------------------------------------------------
+
+    async def claim(self, worker_id: str, lease_ms: int) -> Claim | None:
+        """Take the oldest task of the highest unpaused priority, or None."""
+        token = secrets.token_hex(8)
+        reply = await self._claim(
+            [
+                self.keys.inflight,
+                self.keys.paused,
+                self.keys.events,
+                self.keys.dead,
+                *self._pending,
+            ],
+            [
+                worker_id,
+                lease_ms,
+                token,
+                self.keys.task_prefix,
+                self.events_maxlen,
+                *_PRIORITY_NAMES,
+            ],
+        )
+        if reply is None:
+            return None
+        task_id, payload, attempt, max_attempts, priority, deadline = reply
+        return Claim(
+            task_id=_text(task_id),
+            payload=bytes(payload or b""),
+            attempt=int(attempt),
+            max_attempts=int(max_attempts),
+            priority=Priority(_text(priority)),
+            token=token,
+            deadline_ms=int(deadline),
+        )
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        """Block until an enqueue signals work or ``timeout`` seconds pass."""
+        reply = await self.client.blpop([self.keys.wake], timeout=timeout)
+        return reply is not None
+
+    async def renew(self, claims: Iterable[Claim], lease_ms: int) -> list[bool]:
+        """Extend leases in one round trip; False where the lease was lost."""
+        claims = list(claims)
+        if not claims:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for c in claims:
+                await self._renew(
+                    [self.keys.inflight, self.keys.task(c.task_id)],
+                    [c.task_id, c.token, lease_ms],
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        return [int(r) > 0 for r in replies]
+
+    async def complete(self, claim: Claim, result: TaskResult) -> bool:
+        """Record the result; False (and nothing written) if the lease is lost."""
+        detail = f"{result.total_tokens} tokens in {result.seconds:.2f}s"
+        reply = await self._complete(
+            [self.keys.inflight, self.keys.task(claim.task_id), self.keys.events],
+            [
+                claim.task_id,
+                claim.token,
+                result.to_json(),
+                self.done_retention_ms,
+                self.events_maxlen,
+                detail,
+            ],
+        )
+        return int(reply) == 1
+
+    async def fail(self, claim: Claim, reason: str, *, retryable: bool) -> str | None:
+        """Retry or dead-letter a claimed task: 'retry', 'dead', or None if the
+        lease was lost."""
+        reply = await self._fail(
+            [
+                self.keys.inflight,
+                self.keys.task(claim.task_id),
+                self.keys.events,
+                self.keys.dead,
+                self.keys.wake,
+                *self._pending,
+            ],
+            [
+                claim.task_id,
+                claim.token,
+                reason[:2000],
+                "1" if retryable else "0",
+                self.events_maxlen,
+                *_PRIORITY_NAMES,
+            ],
+        )
+        return None if reply in (0, b"0") else _text(reply)
+
+    async def hand_back(self, claim: Claim, reason: str) -> bool:
+        """Return a running task to the head of its queue, attempt unspent."""
+        reply = await self._hand_back(
+            [
+                self.keys.inflight,
+                self.keys.task(claim.task_id),
+                self.keys.events,
+                self.keys.wake,
+                *self._pending,
+            ],
+            [claim.task_id, claim.token, reason, self.events_maxlen, *_PRIORITY_NAMES],
+        )
+        return int(reply) == 1
+
+    async def reap(self, limit: int = 100) -> ReapResult:
+        """Return expired leases to their queues; dead-letter last attempts."""
+        reply = await self._reap(
+            [
+                self.keys.inflight,
+                self.keys.events,
+                self.keys.dead,
+                self.keys.wake,
+                *self._pending,
+            ],
+            [self.keys.task_prefix, limit, self.events_maxlen, *_PRIORITY_NAMES],
+        )
+        out = ReapResult()
+        target = out.returned
+        for item in reply:
+            text = _text(item)
+            if text == "|":
+                target = out.dead
+            else:
+                target.append(text)
+        for task_id in out.returned:
+            logger.warning("task %s: lease expired, returned to its queue", task_id)
+        for task_id in out.dead:
+            logger.warning("task %s: lease expired on its last attempt, dead", task_id)
+        return out
+
+    # Operator actions --------------------------------------------------------
+
+    async def requeue(self, task_id: str) -> None:
+        """Move a dead task back to the tail of its queue with fresh attempts."""
+        reply = await self._requeue(
+            [
+                self.keys.task(task_id),
+                self.keys.dead,
+                self.keys.events,
+                self.keys.wake,
+                *self._pending,
+            ],
+            [task_id, self.events_maxlen, *_PRIORITY_NAMES],
+        )
+        if reply == -1:
+            raise UnknownTask(f"no task with id {task_id!r}")
+        if reply != 1:
+            raise InvalidTransition(
+                f"task {task_id} is {_text(reply)}, only dead tasks can be requeued"
+            )
+        logger.info("task %s: requeued from the dead-letter queue", task_id)
+
+    async def requeue_all_dead(self) -> int:
+        ids = await self.dead_ids(limit=100_000)
+        for task_id in ids:
+            await self.requeue(task_id)
+        return len(ids)
+
+    async def pause(self, priority: Priority | None = None) -> None:
+        """Stop claims of one priority, or of all when ``priority`` is None."""
+        await self.client.sadd(self.keys.paused, str(priority or "all"))
+        logger.info("queue %s: paused", priority or "all")
+
+    async def resume(self, priority: Priority | None = None) -> None:
+        name = str(priority or "all")
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.srem(self.keys.paused, name)
+            # One wake signal per idle worker that may be waiting.
+            pipe.lpush(self.keys.wake, *(["1"] * 64))
+            pipe.ltrim(self.keys.wake, 0, 63)
+            await pipe.execute()
+        logger.info("queue %s: resumed", name)
+
+    # Reading -----------------------------------------------------------------
+
+    async def depths(self) -> QueueDepths:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in self._pending:
+                pipe.llen(key)
+            pipe.zcard(self.keys.inflight)
+            pipe.zcard(self.keys.dead)
+            pipe.smembers(self.keys.paused)
+            replies = await pipe.execute()
+        pending = {p: int(n) for p, n in zip(PRIORITIES, replies[:4], strict=True)}
+        return QueueDepths(
+            pending=pending,
+            in_flight=int(replies[4]),
+            dead=int(replies[5]),
+            paused=frozenset(_text(m) for m in replies[6]),
+        )
+
+    async def get(self, task_id: str) -> TaskRecord:
+        raw: Any = await self.client.hgetall(self.keys.task(task_id))
+        if not raw:
+            raise UnknownTask(f"no task with id {task_id!r}")
+        return _record(task_id, raw)
+
+    async def get_many(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hgetall(self.keys.task(task_id))
+            replies = await pipe.execute()
+        return [
+            _record(task_id, raw) if raw else None
+            for task_id, raw in zip(task_ids, replies, strict=True)
+        ]
+
+    async def dead_ids(self, limit: int = 1000) -> list[str]:
+        ids = await self.client.zrange(self.keys.dead, 0, limit - 1)
+        return [_text(i) for i in ids]
+
+    async def events(
+        self, *, count: int = 200, after: str | None = None
+    ) -> list[Event]:
+        """The newest ``count`` events, newest first; or, with ``after``, the
+        events after that id, oldest first."""
+        raw: Any
+        if after is None:
+            raw = await self.client.xrevrange(self.keys.events, count=count)
+        else:
+            raw = await self.client.xrange(
+                self.keys.events, min=f"({after}", count=count
+            )
+        return [_event(eid, fields) for eid, fields in raw]
+
+    async def read_events(self, after: str, block_ms: int, count: int) -> list[Event]:
+        """Block up to ``block_ms`` for events after ``after`` (oldest first)."""
+        reply: Any = await self.client.xread(
+            {self.keys.events: after}, count=count, block=block_ms
+        )
+        events: list[Event] = []
+        for _stream, entries in reply or []:
+            events.extend(_event(eid, fields) for eid, fields in entries)
+        return events
+
+    async def last_event_id(self) -> str:
+        raw: Any = await self.client.xrevrange(self.keys.events, count=1)
+        return _text(raw[0][0]) if raw else "0-0"
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _int(value: bytes | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _record(task_id: str, raw: dict[bytes, bytes]) -> TaskRecord:
+    payload = raw.get(b"payload", b"")
+    task: Task | None = None
+    decode_error: str | None = None
+    try:
+        task = Task.from_json(payload)
+    except Exception as err:
+        decode_error = str(err)
+    result: TaskResult | None = None
+    if b"result" in raw:
+        try:
+            result = TaskResult.from_json(raw[b"result"])
+        except Exception as err:
+            decode_error = f"result: {err}"
+    return TaskRecord(
+        task_id=task_id,
+        state=_text(raw.get(b"state", b"")),
+        priority=_text(raw.get(b"priority", b"")),
+        category=_text(raw.get(b"category", b"")),
+        attempts=_int(raw.get(b"attempts")) or 0,
+        max_attempts=_int(raw.get(b"max_attempts")) or 0,
+        worker=_text(raw.get(b"worker", b"")),
+        reason=_text(raw.get(b"reason", b"")),
+        enqueued_at_ms=_int(raw.get(b"enqueued_at")),
+        claimed_at_ms=_int(raw.get(b"claimed_at")),
+        finished_at_ms=_int(raw.get(b"finished_at")),
+        payload=payload,
+        task=task,
+        result=result,
+        decode_error=decode_error,
+    )
+
+
+def _event(event_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
+    eid = _text(event_id)
+    ms = int(eid.split("-", 1)[0])
+    attempt = _int(fields.get(b"attempt")) or 0
+    return Event(
+        event_id=eid,
+        at=ms / 1000.0,
+        kind=_text(fields.get(b"kind", b"")),
+        task_id=_text(fields.get(b"task", b"")),
+        priority=_text(fields.get(b"priority", b"")),
+        category=_text(fields.get(b"category", b"")),
+        worker=_text(fields.get(b"worker", b"")),
+        attempt=attempt,
+        detail=_text(fields.get(b"detail", b"")),
+    )
+
+
+__all__ = [
+    "Claim",
+    "Event",
+    "ReapResult",
+    "TaskQueue",
+    "TaskRecord",
+    "TaskState",
+]

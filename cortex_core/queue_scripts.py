@@ -1,0 +1,277 @@
+"""The queue's Lua scripts. Each runs atomically on the Redis server and uses
+the server's clock, so deadlines do not depend on the workers' clocks.
+
+Task record fields (hash ``task:<id>``): payload, state, priority, category,
+attempts, max_attempts, lease, worker, enqueued_at, claimed_at, finished_at
+(milliseconds, server clock), result, reason.
+
+Every state change also appends one entry to the ``events`` stream with the
+fields kind, task, priority, category, worker, attempt, detail.
+"""
+
+from __future__ import annotations
+
+# Shared prelude: the server clock and the event append.
+_PRELUDE = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function event(stream, maxlen, kind, id, prio, cat, worker, attempt, detail)
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
+    'kind', kind, 'task', id, 'priority', prio or '', 'category', cat or '',
+    'worker', worker or '', 'attempt', attempt or '', 'detail', detail or '')
+end
+"""
+
+# KEYS: task record, pending list of its priority, events, wake, idempotency
+#       key (or the task record again when there is none)
+# ARGV: id, payload, priority, category, max_attempts, idempotency ttl ms
+#       (0: no key), events maxlen
+# Returns {1, id} when enqueued, {0, id} when the idempotency key or the id
+# already named a task (id is that task's).
+ENQUEUE = (
+    _PRELUDE
+    + """
+local id = ARGV[1]
+local ttl = tonumber(ARGV[6])
+if ttl > 0 then
+  local existing = redis.call('GET', KEYS[5])
+  if existing then return {0, existing} end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, id} end
+local now = now_ms()
+redis.call('HSET', KEYS[1], 'payload', ARGV[2], 'state', 'pending',
+  'priority', ARGV[3], 'category', ARGV[4], 'attempts', 0,
+  'max_attempts', ARGV[5], 'enqueued_at', now)
+redis.call('RPUSH', KEYS[2], id)
+if ttl > 0 then redis.call('SET', KEYS[5], id, 'PX', ttl) end
+event(KEYS[3], ARGV[7], 'enqueued', id, ARGV[3], ARGV[4], '', '0', '')
+redis.call('LPUSH', KEYS[4], '1')
+redis.call('LTRIM', KEYS[4], 0, 63)
+return {1, id}
+"""
+)
+
+# KEYS: inflight, paused, events, dead, pending lists critical..low
+# ARGV: worker id, lease ms, lease token, task key prefix, events maxlen,
+#       priority names critical..low
+# Returns nil when nothing can be claimed, else
+# {id, payload, attempts, max_attempts, priority, deadline ms}.
+# A list entry that names no task record is dead-lettered under the first 24
+# hex digits of its SHA-1, with the raw entry kept as its payload.
+CLAIM = (
+    _PRELUDE
+    + """
+if redis.call('SISMEMBER', KEYS[2], 'all') == 1 then return nil end
+local prefix = ARGV[4]
+local now = now_ms()
+for i = 1, 4 do
+  local prio = ARGV[5 + i]
+  if redis.call('SISMEMBER', KEYS[2], prio) == 0 then
+    for _ = 1, 1000 do
+      local id = redis.call('LPOP', KEYS[4 + i])
+      if not id then break end
+      local tkey = prefix .. id
+      local state = redis.call('HGET', tkey, 'state')
+      if not state then
+        local bad = redis.sha1hex(id):sub(1, 24)
+        local reason = 'decode: queue entry names no task record'
+        redis.call('HSET', prefix .. bad, 'payload', id, 'state', 'dead',
+          'priority', prio, 'category', '', 'attempts', 0, 'max_attempts', 1,
+          'enqueued_at', now, 'finished_at', now, 'reason', reason)
+        redis.call('ZADD', KEYS[4], now, bad)
+        event(KEYS[3], ARGV[5], 'dead', bad, prio, '', ARGV[1], '0', reason)
+      elseif state == 'pending' then
+        local attempts = redis.call('HINCRBY', tkey, 'attempts', 1)
+        local deadline = now + tonumber(ARGV[2])
+        redis.call('HSET', tkey, 'state', 'running', 'worker', ARGV[1],
+          'lease', ARGV[3], 'claimed_at', now)
+        redis.call('ZADD', KEYS[1], deadline, id)
+        local f = redis.call('HMGET', tkey, 'payload', 'max_attempts', 'category')
+        event(KEYS[3], ARGV[5], 'claimed', id, prio, f[3], ARGV[1],
+          tostring(attempts), '')
+        return {id, f[1], attempts, tonumber(f[2]), prio, deadline}
+      end
+    end
+  end
+end
+return nil
+"""
+)
+
+# KEYS: inflight, task record
+# ARGV: id, lease token, lease ms
+# Returns the new deadline in ms, or 0 when the lease is no longer ours.
+RENEW = (
+    _PRELUDE
+    + """
+if redis.call('HGET', KEYS[2], 'lease') ~= ARGV[2] then return 0 end
+if redis.call('HGET', KEYS[2], 'state') ~= 'running' then return 0 end
+local deadline = now_ms() + tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], 'XX', deadline, ARGV[1])
+return deadline
+"""
+)
+
+# KEYS: inflight, task record, events
+# ARGV: id, lease token, result json, retention ms (0: keep), events maxlen,
+#       detail for the event
+# Returns 1 when recorded, 0 when the lease is no longer ours (the result is
+# then discarded: another worker holds the task or it has ended).
+COMPLETE = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[2], 'lease', 'state', 'priority', 'category',
+  'worker', 'attempts')
+if f[1] ~= ARGV[2] or f[2] ~= 'running' then return 0 end
+redis.call('HSET', KEYS[2], 'state', 'done', 'result', ARGV[3],
+  'finished_at', now_ms())
+redis.call('HDEL', KEYS[2], 'lease')
+redis.call('ZREM', KEYS[1], ARGV[1])
+local retention = tonumber(ARGV[4])
+if retention > 0 then redis.call('PEXPIRE', KEYS[2], retention) end
+event(KEYS[3], ARGV[5], 'done', ARGV[1], f[3], f[4], f[5], f[6], ARGV[6])
+return 1
+"""
+)
+
+# KEYS: inflight, task record, events, dead, wake, pending lists critical..low
+# ARGV: id, lease token, reason, retryable (1/0), events maxlen,
+#       priority names critical..low
+# Returns 'retry' (back at the tail of its queue), 'dead', or 0 when the lease
+# is no longer ours.
+FAIL = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[2], 'lease', 'state', 'priority', 'category',
+  'worker', 'attempts', 'max_attempts')
+if f[1] ~= ARGV[2] or f[2] ~= 'running' then return 0 end
+local now = now_ms()
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], 'lease')
+redis.call('HSET', KEYS[2], 'reason', ARGV[3])
+local attempts = tonumber(f[6]) or 0
+local max = tonumber(f[7]) or 1
+if ARGV[4] == '1' and attempts < max then
+  for i = 1, 4 do
+    if ARGV[5 + i] == f[3] then
+      redis.call('HSET', KEYS[2], 'state', 'pending', 'enqueued_at', now)
+      redis.call('RPUSH', KEYS[5 + i], ARGV[1])
+      redis.call('LPUSH', KEYS[5], '1')
+      redis.call('LTRIM', KEYS[5], 0, 63)
+      event(KEYS[3], ARGV[5], 'retry', ARGV[1], f[3], f[4], f[5], f[6], ARGV[3])
+      return 'retry'
+    end
+  end
+end
+redis.call('HSET', KEYS[2], 'state', 'dead', 'finished_at', now)
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+event(KEYS[3], ARGV[5], 'dead', ARGV[1], f[3], f[4], f[5], f[6], ARGV[3])
+return 'dead'
+"""
+)
+
+# KEYS: inflight, task record, events, wake, pending lists critical..low
+# ARGV: id, lease token, reason, events maxlen, priority names critical..low
+# Puts a running task back at the head of its queue without spending an
+# attempt. Returns 1, or 0 when the lease is no longer ours.
+HAND_BACK = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[2], 'lease', 'state', 'priority', 'category',
+  'worker', 'attempts')
+if f[1] ~= ARGV[2] or f[2] ~= 'running' then return 0 end
+for i = 1, 4 do
+  if ARGV[4 + i] == f[3] then
+    local attempts = redis.call('HINCRBY', KEYS[2], 'attempts', -1)
+    redis.call('ZREM', KEYS[1], ARGV[1])
+    redis.call('HDEL', KEYS[2], 'lease')
+    redis.call('HSET', KEYS[2], 'state', 'pending')
+    redis.call('LPUSH', KEYS[4 + i], ARGV[1])
+    redis.call('LPUSH', KEYS[4], '1')
+    redis.call('LTRIM', KEYS[4], 0, 63)
+    event(KEYS[3], ARGV[4], 'handed_back', ARGV[1], f[3], f[4], f[5],
+      tostring(attempts), ARGV[3])
+    return 1
+  end
+end
+return 0
+"""
+)
+
+# KEYS: inflight, events, dead, wake, pending lists critical..low
+# ARGV: task key prefix, most to handle, events maxlen, priority names
+# Returns expired leases to the head of their queue, or dead-letters those on
+# their last attempt. Returns {returned ids..., '|', dead ids...}.
+REAP = (
+    _PRELUDE
+    + """
+local now = now_ms()
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0,
+  tonumber(ARGV[2]))
+local returned, dead = {}, {}
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  local tkey = ARGV[1] .. id
+  local f = redis.call('HMGET', tkey, 'state', 'priority', 'category', 'worker',
+    'attempts', 'max_attempts')
+  if f[1] == 'running' then
+    local attempts = tonumber(f[5]) or 0
+    local max = tonumber(f[6]) or 1
+    local slot = nil
+    for i = 1, 4 do if ARGV[3 + i] == f[2] then slot = i end end
+    redis.call('HDEL', tkey, 'lease')
+    if attempts >= max or not slot then
+      local reason = 'lease expired on attempt ' .. attempts .. ' of ' .. max ..
+        ' (worker ' .. (f[4] or '?') .. ')'
+      redis.call('HSET', tkey, 'state', 'dead', 'reason', reason,
+        'finished_at', now)
+      redis.call('ZADD', KEYS[3], now, id)
+      event(KEYS[2], ARGV[3], 'dead', id, f[2], f[3], f[4], f[5], reason)
+      table.insert(dead, id)
+    else
+      redis.call('HSET', tkey, 'state', 'pending', 'reason',
+        'lease expired (worker ' .. (f[4] or '?') .. ')')
+      redis.call('LPUSH', KEYS[4 + slot], id)
+      redis.call('LPUSH', KEYS[4], '1')
+      redis.call('LTRIM', KEYS[4], 0, 63)
+      event(KEYS[2], ARGV[3], 'expired', id, f[2], f[3], f[4], f[5],
+        'lease expired')
+      table.insert(returned, id)
+    end
+  end
+end
+table.insert(returned, '|')
+for _, id in ipairs(dead) do table.insert(returned, id) end
+return returned
+"""
+)
+
+# KEYS: task record, dead, events, wake, pending lists critical..low
+# ARGV: id, events maxlen, priority names critical..low
+# Returns 1 when the dead task is back at the tail of its queue with its
+# attempts reset, -1 when no such task exists, or its state when it is not
+# dead.
+REQUEUE = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'priority', 'category')
+if not f[1] then return -1 end
+if f[1] ~= 'dead' then return f[1] end
+for i = 1, 4 do
+  if ARGV[2 + i] == f[2] then
+    redis.call('ZREM', KEYS[2], ARGV[1])
+    redis.call('HSET', KEYS[1], 'state', 'pending', 'attempts', 0,
+      'enqueued_at', now_ms())
+    redis.call('PERSIST', KEYS[1])
+    redis.call('RPUSH', KEYS[4 + i], ARGV[1])
+    redis.call('LPUSH', KEYS[4], '1')
+    redis.call('LTRIM', KEYS[4], 0, 63)
+    event(KEYS[3], ARGV[2], 'requeued', ARGV[1], f[2], f[3], '', '0', '')
+    return 1
+  end
+end
+return 'unknown priority ' .. tostring(f[2])
+"""
+)
