@@ -1,0 +1,90 @@
+"""Executors run one task. The simulated model stands in for Claude: its
+latency and token counts follow the reference workload (3 to 5 s, 100 to 136
+tokens a task), and everything it produces says that it is simulated."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from dataclasses import dataclass
+from typing import Protocol
+
+from cortex_core.models import Task
+
+SIMULATED_MODEL = "simulated"
+#: Tokens of the simulated system prompt.
+_SIM_SYSTEM_TOKENS = 40
+_SIM_OUTPUT_MIN = 35
+_SIM_OUTPUT_MAX = 68
+
+
+@dataclass(frozen=True)
+class Execution:
+    output: str
+    input_tokens: int
+    output_tokens: int
+    model: str
+    simulated: bool
+
+
+class ExecutionError(Exception):
+    """The model call failed; ``retryable`` says whether another try may work."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Executor(Protocol):
+    model: str
+    simulated: bool
+
+    def estimate(self, task: Task) -> tuple[int, int]:
+        """Input and output tokens to reserve before the call."""
+        ...
+
+    async def run(self, task: Task) -> Execution: ...
+
+
+class SimulatedExecutor:
+    """A model that sleeps for its latency and reports believable usage."""
+
+    model = SIMULATED_MODEL
+    simulated = True
+
+    def __init__(
+        self, latency_min: float, latency_max: float, *, seed: int | None = None
+    ) -> None:
+        self.latency_min = latency_min
+        self.latency_max = latency_max
+        self._rng = random.Random(seed)
+
+    def estimate(self, task: Task) -> tuple[int, int]:
+        return self._input_tokens(task), _SIM_OUTPUT_MAX
+
+    async def run(self, task: Task) -> Execution:
+        latency = self._rng.uniform(self.latency_min, self.latency_max)
+        await asyncio.sleep(latency)
+        # Output depends on the task alone, so a retry answers the same.
+        rng = random.Random(task.id)
+        output_tokens = rng.randint(_SIM_OUTPUT_MIN, _SIM_OUTPUT_MAX)
+        pods = rng.randint(4, 40)
+        not_ready = rng.choice((0, 0, 0, 1, 2))
+        services = rng.randint(2, 12)
+        text = (
+            f"[simulated model] {task.category} domain: {pods} pods checked, "
+            f"{not_ready} not ready; {services} services, all with endpoints; "
+            f"no warning events in the last hour."
+        )
+        return Execution(
+            output=text,
+            input_tokens=self._input_tokens(task),
+            output_tokens=output_tokens,
+            model=self.model,
+            simulated=True,
+        )
+
+    @staticmethod
+    def _input_tokens(task: Task) -> int:
+        return _SIM_SYSTEM_TOKENS + math.ceil(len(task.query.encode("utf-8")) / 4)

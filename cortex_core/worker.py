@@ -1,0 +1,404 @@
+"""A worker process: claims tasks, runs several at once, keeps their leases.
+
+One asyncio loop runs the claim loop, one coroutine per running task, and
+three housekeeping loops (lease renewal, reaping expired leases, heartbeat).
+Every loop that talks to Redis survives Redis going away: it logs the outage
+once, backs off, and carries on when Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import psutil
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from cortex_core.audit import AuditTrail
+from cortex_core.errors import TaskValidationError
+from cortex_core.executor import ExecutionError, Executor
+from cortex_core.heartbeat import Heartbeats, WorkerInfo
+from cortex_core.limiter import BudgetTooSmall, RateLimiter, Reservation
+from cortex_core.models import Task, TaskResult
+from cortex_core.queue import Claim, TaskQueue
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+class Outage:
+    """Logs a Redis outage once when it starts and once when it ends."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.since: float | None = None
+        self.delay = 0.05
+
+    def failed(self, err: BaseException) -> float:
+        if self.since is None:
+            self.since = time.monotonic()
+            logger.warning("%s: Redis unreachable (%s); retrying", self.what, err)
+        delay = self.delay
+        self.delay = min(self.delay * 2, 2.0)
+        return delay * random.uniform(0.5, 1.0)
+
+    def ok(self) -> None:
+        if self.since is not None:
+            logger.info(
+                "%s: Redis back after %.1fs",
+                self.what,
+                time.monotonic() - self.since,
+            )
+            self.since = None
+        self.delay = 0.05
+
+
+class Worker:
+    """Runs tasks from the queue until asked to stop."""
+
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        queue: TaskQueue,
+        limiter: RateLimiter,
+        executor: Executor,
+        heartbeats: Heartbeats,
+        audit: AuditTrail | None,
+        concurrency: int = 8,
+        lease_seconds: float = 30.0,
+        shutdown_grace: float = 20.0,
+        reap_interval: float = 1.0,
+    ) -> None:
+        self.worker_id = worker_id
+        self.queue = queue
+        self.limiter = limiter
+        self.executor = executor
+        self.heartbeats = heartbeats
+        self.audit = audit
+        self.concurrency = concurrency
+        self.lease_ms = int(lease_seconds * 1000)
+        self.shutdown_grace = shutdown_grace
+        self.reap_interval = reap_interval
+        self.running: dict[str, tuple[Claim, asyncio.Task[None]]] = {}
+        self.info = WorkerInfo(
+            worker_id=worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=time.time(),
+            concurrency=concurrency,
+        )
+        self._stopping = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)
+
+    # Lifecycle ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming; running tasks get the grace period to finish."""
+        if not self._stopping.is_set():
+            logger.info(
+                "worker %s: stopping, %d tasks running, grace %.0fs",
+                self.worker_id,
+                len(self.running),
+                self.shutdown_grace,
+            )
+            self.info.state = "draining"
+        self._stopping.set()
+        self._slot_free.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def run(self) -> None:
+        logger.info(
+            "worker %s: started, pid %d, %d tasks at once, lease %.0fs",
+            self.worker_id,
+            self.info.pid,
+            self.concurrency,
+            self.lease_ms / 1000,
+        )
+        with contextlib.suppress(*_OUTAGE_ERRORS, RedisError):
+            await self.limiter.sync_clock()
+        helpers = [
+            asyncio.create_task(self._every(2.0, self._beat, "heartbeat")),
+            asyncio.create_task(
+                self._every(self.lease_ms / 3000, self._renew, "lease renewal")
+            ),
+            asyncio.create_task(
+                self._every(self.reap_interval, self._reap, "reaper", jitter=True)
+            ),
+        ]
+        try:
+            await self._claim_loop()
+            await self._drain()
+        finally:
+            for h in helpers:
+                h.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            with contextlib.suppress(*_OUTAGE_ERRORS, RedisError):
+                await self.heartbeats.remove(self.worker_id)
+            logger.info(
+                "worker %s: stopped; %d done, %d failed",
+                self.worker_id,
+                self.info.done,
+                self.info.failed,
+            )
+
+    # Claiming ----------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        outage = Outage(f"worker {self.worker_id}: claim")
+        while not self._stopping.is_set():
+            if len(self.running) >= self.concurrency:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            try:
+                claim = await self.queue.claim(self.worker_id, self.lease_ms)
+                if claim is None:
+                    await self._wait_for_work()
+                outage.ok()
+            except _OUTAGE_ERRORS as err:
+                await self._sleep(outage.failed(err))
+                continue
+            if claim is not None:
+                self._start(claim)
+
+    async def _wait_for_work(self) -> None:
+        waiter = asyncio.ensure_future(self.queue.wait_for_work(timeout=1.0))
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not waiter.done():
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError, *_OUTAGE_ERRORS):
+                    await waiter
+            elif waiter.exception() is not None:
+                raise waiter.exception()  # type: ignore[misc]
+
+    def _start(self, claim: Claim) -> None:
+        job = asyncio.create_task(self._run_task(claim), name=f"task-{claim.task_id}")
+        self.running[claim.task_id] = (claim, job)
+        self.info.current = list(self.running)
+        job.add_done_callback(lambda _: self._finished(claim.task_id))
+
+    def _finished(self, task_id: str) -> None:
+        self.running.pop(task_id, None)
+        self.info.current = list(self.running)
+        self._slot_free.set()
+
+    # Running one task --------------------------------------------------------
+
+    async def _run_task(self, claim: Claim) -> None:
+        started = time.time()
+        tid = claim.task_id
+        self._audit(tid, "claimed", attempt=claim.attempt, worker=self.worker_id)
+        try:
+            task = Task.from_json(claim.payload)
+        except TaskValidationError as err:
+            reason = str(err)
+            if not reason.startswith("decode:"):
+                reason = f"decode: {reason}"
+            await self._fail(claim, reason, retryable=False)
+            return
+        reservation: Reservation | None = None
+        try:
+            est_in, est_out = self.executor.estimate(task)
+            reservation = await self.limiter.reserve(est_in, est_out, who=f"task {tid}")
+            execution = await self.executor.run(task)
+        except asyncio.CancelledError:
+            if reservation is not None:
+                await self._quietly(self.limiter.release(reservation))
+            raise
+        except BudgetTooSmall as err:
+            await self._fail(claim, f"budget: {err}", retryable=False)
+            return
+        except ExecutionError as err:
+            if reservation is not None:
+                await self._quietly(self.limiter.release(reservation))
+            await self._fail(claim, f"model: {err}", retryable=err.retryable)
+            return
+        except Exception as err:
+            logger.exception("task %s: executor raised", tid)
+            if reservation is not None:
+                await self._quietly(self.limiter.release(reservation))
+            await self._fail(
+                claim, f"error: {type(err).__name__}: {err}", retryable=True
+            )
+            return
+        held = reservation
+        await self._retry_redis(
+            lambda: self.limiter.settle(
+                held, execution.input_tokens, execution.output_tokens
+            ),
+            f"task {tid}: settle",
+        )
+        result = TaskResult(
+            task_id=tid,
+            ok=True,
+            output=execution.output,
+            model=execution.model,
+            simulated=execution.simulated,
+            input_tokens=execution.input_tokens,
+            output_tokens=execution.output_tokens,
+            worker=self.worker_id,
+            attempt=claim.attempt,
+            started_at=started,
+            finished_at=time.time(),
+        )
+        recorded = await self._retry_redis(
+            lambda: self.queue.complete(claim, result), f"task {tid}: complete"
+        )
+        self.info.tokens += result.total_tokens
+        if recorded:
+            self.info.done += 1
+            self._audit(tid, "done", worker=self.worker_id, result=result.model_dump())
+            logger.debug("task %s: done in %.2fs", tid, result.seconds)
+        else:
+            logger.warning(
+                "task %s: lease was lost before completion; result discarded", tid
+            )
+
+    async def _fail(self, claim: Claim, reason: str, *, retryable: bool) -> None:
+        outcome = await self._retry_redis(
+            lambda: self.queue.fail(claim, reason, retryable=retryable),
+            f"task {claim.task_id}: fail",
+        )
+        if outcome is None:
+            logger.warning(
+                "task %s: lease lost before failure was recorded", claim.task_id
+            )
+            return
+        self.info.failed += 1
+        logger.warning("task %s: %s (%s)", claim.task_id, outcome, reason)
+        self._audit(claim.task_id, outcome, worker=self.worker_id, reason=reason)
+
+    # Shutdown ----------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        if not self.running:
+            return
+        jobs = [job for _, job in self.running.values()]
+        _done, pending = await asyncio.wait(jobs, timeout=self.shutdown_grace)
+        if not pending:
+            return
+        logger.info(
+            "worker %s: grace over, handing back %d tasks",
+            self.worker_id,
+            len(pending),
+        )
+        claims = [c for c, job in list(self.running.values()) if job in pending]
+        for job in pending:
+            job.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for claim in claims:
+            ok = await self._retry_redis(
+                lambda c=claim: self.queue.hand_back(c, "shutdown"),  # type: ignore[misc]
+                f"task {claim.task_id}: hand back",
+                attempts=5,
+            )
+            if ok:
+                self._audit(
+                    claim.task_id,
+                    "handed_back",
+                    reason="shutdown",
+                    worker=self.worker_id,
+                )
+
+    # Housekeeping ------------------------------------------------------------
+
+    async def _every(
+        self,
+        interval: float,
+        action: Callable[[], Awaitable[None]],
+        what: str,
+        *,
+        jitter: bool = False,
+    ) -> None:
+        outage = Outage(f"worker {self.worker_id}: {what}")
+        while True:
+            try:
+                await action()
+                outage.ok()
+                delay = interval * (random.uniform(0.8, 1.2) if jitter else 1.0)
+            except _OUTAGE_ERRORS as err:
+                delay = outage.failed(err)
+            except RedisError:
+                logger.exception("worker %s: %s failed", self.worker_id, what)
+                delay = interval
+            await asyncio.sleep(delay)
+
+    async def _beat(self) -> None:
+        self.info.cpu_percent = self._process.cpu_percent(None)
+        self.info.rss_bytes = self._process.memory_info().rss
+        await self.heartbeats.beat(self.info)
+
+    async def _renew(self) -> None:
+        entries = list(self.running.values())
+        if not entries:
+            return
+        kept = await self.queue.renew([c for c, _ in entries], self.lease_ms)
+        for (claim, job), ok in zip(entries, kept, strict=True):
+            if not ok and not job.done():
+                logger.warning(
+                    "task %s: lease lost (taken back by the reaper); stopping it",
+                    claim.task_id,
+                )
+                job.cancel()
+
+    async def _reap(self) -> None:
+        reaped = await self.queue.reap()
+        for task_id in reaped.returned:
+            self._audit(task_id, "expired", worker=self.worker_id)
+        for task_id in reaped.dead:
+            self._audit(task_id, "dead", worker=self.worker_id, reason="lease expired")
+
+    # Small helpers -----------------------------------------------------------
+
+    def _audit(self, task_id: str, kind: str, **data: object) -> None:
+        if self.audit is not None:
+            self.audit.record(task_id, kind, **data)
+
+    async def _retry_redis(
+        self, call: Callable[[], Awaitable[_T]], what: str, attempts: int = 30
+    ) -> _T | None:
+        outage = Outage(what)
+        for _ in range(attempts):
+            try:
+                value = await call()
+                outage.ok()
+                return value
+            except _OUTAGE_ERRORS as err:
+                await asyncio.sleep(outage.failed(err))
+        logger.error(
+            "%s: gave up after %d tries; the lease will expire", what, attempts
+        )
+        return None
+
+    async def _quietly(self, call: Awaitable[object]) -> None:
+        try:
+            await call
+        except (*_OUTAGE_ERRORS, RedisError) as err:
+            logger.warning("worker %s: ignored %s during cleanup", self.worker_id, err)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
