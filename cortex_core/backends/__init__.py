@@ -1,0 +1,1 @@
+"""Worker backends: who starts, stops and scales the worker processes."""

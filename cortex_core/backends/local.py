@@ -1,0 +1,269 @@
+"""The local backend: worker processes on this machine, supervised.
+
+The desired count lives in Redis (``backend:desired``) so that ``cortex scale``
+from another shell reaches the supervisor; the supervisor converges on it,
+restarts a worker that exits with an error, and reads each process's CPU and
+memory from the OS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import redis.asyncio as aioredis
+
+from cortex_core.config import Settings
+from cortex_core.errors import BackendError
+from cortex_core.keys import Keyspace
+
+logger = logging.getLogger(__name__)
+
+MAX_WORKERS = 64
+_RESTART_BACKOFF_MAX = 30.0
+
+
+@dataclass
+class LocalProcess:
+    name: str
+    popen: subprocess.Popen[bytes]
+    started_at: float
+    handle: psutil.Process | None = None
+    stopping: bool = False
+    log_path: Path | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+
+@dataclass(frozen=True)
+class ProcessRow:
+    """A worker process as the OS sees it."""
+
+    name: str
+    pid: int
+    state: str
+    cpu_percent: float | None
+    rss_bytes: int | None
+    started_at: float
+
+
+@dataclass
+class _Slot:
+    restarts: int = 0
+    next_start: float = 0.0
+    last_exit: int | None = None
+    history: list[float] = field(default_factory=list)
+
+
+class LocalBackend:
+    """Starts ``cortex worker`` processes and keeps their number as desired."""
+
+    kind = "local"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis_url: str,
+        client: aioredis.Redis,
+        keys: Keyspace,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redis_url = redis_url
+        self.client = client
+        self.keys = keys
+        self.extra_env = extra_env or {}
+        self.processes: dict[str, LocalProcess] = {}
+        self._slots: dict[str, _Slot] = {}
+        self.desired = settings.workers
+
+    # The desired count -------------------------------------------------------
+
+    async def set_desired(self, count: int) -> int:
+        if not 0 <= count <= MAX_WORKERS:
+            raise BackendError(
+                f"worker count must be between 0 and {MAX_WORKERS}, got {count}"
+            )
+        await self.client.set(self.keys.backend_desired, count)
+        self.desired = count
+        logger.info("local backend: desired workers set to %d", count)
+        return count
+
+    async def scale(self, delta: int) -> int:
+        current = await self.read_desired()
+        return await self.set_desired(current + delta)
+
+    async def read_desired(self) -> int:
+        raw = await self.client.get(self.keys.backend_desired)
+        if raw is None:
+            return self.desired
+        try:
+            value = int(raw)
+        except ValueError:
+            logger.warning("local backend: ignoring malformed desired count %r", raw)
+            return self.desired
+        return max(0, min(MAX_WORKERS, value))
+
+    async def supervisor_alive(self) -> bool:
+        return bool(await self.client.exists(self.keys.backend_supervisor))
+
+    # Supervision -------------------------------------------------------------
+
+    async def supervise(self, interval: float = 1.0) -> None:
+        """Converge on the desired count until cancelled."""
+        while True:
+            try:
+                self.desired = await self.read_desired()
+                await self.client.set(
+                    self.keys.backend_supervisor,
+                    json.dumps({"pid": os.getpid(), "at": time.time()}),
+                    px=int(interval * 5000),
+                )
+            except (OSError, ConnectionError, aioredis.RedisError) as err:
+                logger.debug("local backend: desired count unread (%s)", err)
+            self.reconcile()
+            await asyncio.sleep(interval)
+
+    def reconcile(self) -> None:
+        """Start, stop and restart processes to match ``self.desired``."""
+        now = time.monotonic()
+        for name, proc in list(self.processes.items()):
+            code = proc.popen.poll()
+            if code is None:
+                continue
+            del self.processes[name]
+            slot = self._slots.setdefault(name, _Slot())
+            slot.last_exit = code
+            if proc.stopping or code == 0:
+                logger.info("worker %s: exited (code %d)", name, code)
+                continue
+            slot.restarts += 1
+            delay = min(_RESTART_BACKOFF_MAX, 0.5 * 2 ** min(slot.restarts, 6))
+            slot.next_start = now + delay
+            logger.warning(
+                "worker %s: exited with code %d; restarting in %.1fs (restart %d)",
+                name,
+                code,
+                delay,
+                slot.restarts,
+            )
+        active = [p for p in self.processes.values() if not p.stopping]
+        if len(active) < self.desired:
+            for name in self._free_names(self.desired - len(active)):
+                slot = self._slots.setdefault(name, _Slot())
+                if slot.next_start <= now:
+                    self._spawn(name)
+        elif len(active) > self.desired:
+            extra = sorted(active, key=lambda p: _index(p.name), reverse=True)
+            for proc in extra[: len(active) - self.desired]:
+                self._terminate(proc)
+
+    def _free_names(self, count: int) -> list[str]:
+        names: list[str] = []
+        n = 1
+        while len(names) < count:
+            name = f"local-{n}"
+            if name not in self.processes:
+                names.append(name)
+            n += 1
+        return names
+
+    def _spawn(self, name: str) -> None:
+        self.settings.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.settings.log_dir / f"{name}.log"
+        env = dict(os.environ)
+        env.update(self.settings.to_env())
+        env.update(self.extra_env)
+        env["CORTEX_REDIS_URL"] = self.redis_url
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(log_path, "ab") as log:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "cortex_core.cli", "worker", "--name", name],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        handle: psutil.Process | None = None
+        with contextlib.suppress(psutil.Error):
+            handle = psutil.Process(popen.pid)
+            handle.cpu_percent(None)
+        self.processes[name] = LocalProcess(
+            name, popen, time.time(), handle, log_path=log_path
+        )
+        logger.info("worker %s: started (pid %d), log %s", name, popen.pid, log_path)
+
+    def _terminate(self, proc: LocalProcess) -> None:
+        if proc.stopping:
+            return
+        proc.stopping = True
+        with contextlib.suppress(ProcessLookupError):
+            proc.popen.send_signal(signal.SIGTERM)
+        logger.info("worker %s: asked to stop (SIGTERM)", proc.name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one worker (for chaos tests); the supervisor restarts it."""
+        proc = self.processes.get(name)
+        if proc is None:
+            raise BackendError(f"no local worker named {name!r}")
+        proc.popen.kill()
+
+    async def stop_all(self, grace: float | None = None) -> None:
+        """SIGTERM every worker and wait for them; SIGKILL after ``grace``."""
+        self.desired = 0
+        for proc in self.processes.values():
+            self._terminate(proc)
+        limit = (self.settings.shutdown_grace_seconds if grace is None else grace) + 5
+        deadline = time.monotonic() + limit
+        while self.processes and time.monotonic() < deadline:
+            for name, proc in list(self.processes.items()):
+                if proc.popen.poll() is not None:
+                    del self.processes[name]
+            await asyncio.sleep(0.05)
+        for proc in self.processes.values():
+            logger.error("worker %s: did not stop in %.0fs; killing", proc.name, limit)
+            proc.popen.kill()
+            proc.popen.wait(5)
+        self.processes.clear()
+
+    # Reading -----------------------------------------------------------------
+
+    def rows(self) -> list[ProcessRow]:
+        out = []
+        for proc in sorted(self.processes.values(), key=lambda p: _index(p.name)):
+            cpu: float | None = None
+            rss: int | None = None
+            if proc.handle is not None:
+                try:
+                    cpu = proc.handle.cpu_percent(None)
+                    rss = proc.handle.memory_info().rss
+                except psutil.Error:
+                    pass
+            state = "stopping" if proc.stopping else "running"
+            if proc.popen.poll() is not None:
+                state = "exited"
+            out.append(
+                ProcessRow(proc.name, proc.pid, state, cpu, rss, proc.started_at)
+            )
+        return out
+
+
+def _index(name: str) -> int:
+    try:
+        return int(name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return 0

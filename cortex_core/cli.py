@@ -1,0 +1,325 @@
+"""The ``cortex`` command: enqueue, worker, status, requeue, scale, stress, up."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from cortex_core.backends.local import LocalBackend
+from cortex_core.config import Settings, parse_latency
+from cortex_core.errors import CortexError
+from cortex_core.executor import SimulatedExecutor
+from cortex_core.models import PRIORITIES, Priority, Task
+from cortex_core.system import Services, System
+from cortex_core.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+#: Flags shared by every subcommand, mapped onto Settings fields.
+_SETTING_FLAGS: list[tuple[str, str, type, str]] = [
+    ("--redis-url", "redis_url", str, "Redis URL (redis://, rediss://, unix://)"),
+    ("--namespace", "namespace", str, "hash tag shared by every key"),
+    ("--data-dir", "data_dir", str, "folder for embedded Redis, audit trail, logs"),
+    ("--tokens-per-minute", "tokens_per_minute", int, "shared token budget"),
+    ("--requests-per-minute", "requests_per_minute", int, "shared request budget"),
+    ("--lease-seconds", "lease_seconds", float, "lease before a task returns"),
+    ("--max-attempts", "max_attempts", int, "attempts before dead-lettering"),
+    ("--log-level", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    for flag, dest, kind, text in _SETTING_FLAGS:
+        common.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+
+    parser = argparse.ArgumentParser(
+        prog="cortex",
+        description="Run LLM agent tasks through a Redis priority queue.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("enqueue", parents=[common], help="add tasks to the queue")
+    p.add_argument("query", help="the question about the cluster")
+    p.add_argument("--category", required=True)
+    p.add_argument("--priority", required=True, choices=[str(x) for x in PRIORITIES])
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--idempotency-key", default=None)
+    p.add_argument("--json", action="store_true", help="print the ids as JSON")
+
+    p = sub.add_parser("worker", parents=[common], help="run one worker process")
+    p.add_argument("--name", default=None, help="worker id (default host-pid)")
+    p.add_argument("--concurrency", type=int, default=None)
+    p.add_argument("--latency", default=None, help="simulated MIN:MAX seconds")
+
+    p = sub.add_parser("status", parents=[common], help="queue depths and workers")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("requeue", parents=[common], help="requeue dead tasks")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("task_id", nargs="?")
+    group.add_argument("--all", action="store_true", help="every dead task")
+
+    p = sub.add_parser("scale", parents=[common], help="set the local worker count")
+    p.add_argument("count", help="N, +N or -N")
+
+    p = sub.add_parser("pause", parents=[common], help="stop claims")
+    p.add_argument("priority", nargs="?", choices=[str(x) for x in PRIORITIES])
+    p = sub.add_parser("resume", parents=[common], help="resume claims")
+    p.add_argument("priority", nargs="?", choices=[str(x) for x in PRIORITIES])
+
+    p = sub.add_parser("up", parents=[common], help="Redis and workers, no console")
+    p.add_argument("--workers", type=int, default=None)
+
+    p = sub.add_parser("stress", parents=[common], help="run the reference workload")
+    p.add_argument("--tasks", type=int, default=50)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--concurrency", type=int, default=8, help="tasks per worker")
+    p.add_argument("--latency", default="3:5", help="simulated MIN:MAX seconds")
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def load_settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    overrides = {dest: getattr(args, dest, None) for _, dest, _, _ in _SETTING_FLAGS}
+    overrides.update(extra)
+    return Settings.load(overrides)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(_dispatch(args))
+    except CortexError as err:
+        print(f"cortex: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
+    command = args.command
+    if command == "worker":
+        extra: dict[str, Any] = {}
+        if args.concurrency is not None:
+            extra["concurrency"] = args.concurrency
+        if args.latency is not None:
+            lo, hi = parse_latency(args.latency)
+            extra.update(sim_latency_min=lo, sim_latency_max=hi)
+        settings = load_settings(args, **extra)
+        setup_logging(settings.log_level)
+        return await _worker(settings, args.name)
+    if command == "stress":
+        settings = load_settings(args)
+        setup_logging("WARNING" if args.log_level is None else settings.log_level)
+        return await _stress(settings, args)
+    settings = load_settings(args)
+    setup_logging("WARNING" if args.log_level is None else settings.log_level)
+    if command == "up":
+        if args.workers is not None:
+            settings = settings.replace(workers=args.workers)
+        return await _up(settings)
+    async with System.open(settings, start_workers=False) as system:
+        sv = system.services
+        if command == "enqueue":
+            return await _enqueue(sv, args)
+        if command == "status":
+            return await _status(system, args.json)
+        if command == "requeue":
+            if args.all:
+                n = await sv.queue.requeue_all_dead()
+                print(f"requeued {n} dead tasks")
+            else:
+                await system.control.requeue(args.task_id)
+                print(f"requeued {args.task_id}")
+            return 0
+        if command == "scale":
+            return await _scale(system, args.count)
+        if command in ("pause", "resume"):
+            prio = Priority(args.priority) if args.priority else None
+            await (
+                sv.queue.pause(prio) if command == "pause" else sv.queue.resume(prio)
+            )
+            print(f"{command}d {prio or 'all priorities'}")
+            return 0
+    raise CortexError(f"unknown command {command!r}")
+
+
+async def _worker(settings: Settings, name: str | None) -> int:
+    worker_id = name or f"{socket.gethostname()}-{os.getpid()}"
+    async with System.open(settings, start_workers=False) as system:
+        sv = system.services
+        worker = Worker(
+            worker_id=worker_id,
+            queue=sv.queue,
+            limiter=sv.limiter,
+            executor=SimulatedExecutor(
+                settings.sim_latency_min, settings.sim_latency_max
+            ),
+            heartbeats=sv.heartbeats,
+            audit=sv.audit,
+            concurrency=settings.concurrency,
+            lease_seconds=settings.lease_seconds,
+            shutdown_grace=settings.shutdown_grace_seconds,
+        )
+        worker.install_signal_handlers()
+        await worker.run()
+    return 0
+
+
+async def _enqueue(sv: Services, args: argparse.Namespace) -> int:
+    if not 1 <= args.count <= 100_000:
+        raise CortexError(f"--count: between 1 and 100000, got {args.count}")
+    if args.idempotency_key is not None and args.count != 1:
+        raise CortexError("--idempotency-key: only with --count 1")
+    tasks = [
+        Task.create(
+            query=args.query,
+            category=args.category,
+            priority=args.priority,
+            max_attempts=sv.settings.max_attempts,
+            idempotency_key=args.idempotency_key,
+        )
+        for _ in range(args.count)
+    ]
+    results = await sv.enqueue(tasks)
+    if args.json:
+        print(json.dumps([{"id": i, "created": c} for i, c in results]))
+    else:
+        for task_id, created in results:
+            print(task_id if created else f"{task_id} (already enqueued)")
+    return 0
+
+
+async def _status(system: System, as_json: bool) -> int:
+    snap = await system.control.snapshot(log_limit=0)
+    q = snap.queues
+    workers = [w.__dict__ for w in snap.workers]
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "redis": snap.header.redis,
+                    "namespace": snap.header.namespace,
+                    "simulated": snap.header.simulated,
+                    "notices": list(snap.notices),
+                    "pending": {str(p): n for p, n in q.pending.items()},
+                    "in_flight": q.in_flight,
+                    "dead": q.dead,
+                    "paused": sorted(q.paused),
+                    "workers": workers,
+                    "tokens_per_minute": (snap.tokens.tokens_per_minute or [0])[-1],
+                },
+                default=str,
+            )
+        )
+        return 0
+    model = "simulated model" if snap.header.simulated else "claude"
+    print(f"redis {snap.header.redis}  namespace {snap.header.namespace}  {model}")
+    for notice in snap.notices:
+        print(f"warning: {notice}")
+    print(
+        "pending "
+        + "  ".join(f"{p}={n}" for p, n in q.pending.items())
+        + f"  in-flight={q.in_flight}  dead={q.dead}"
+        + (f"  paused={','.join(sorted(q.paused))}" if q.paused else "")
+    )
+    for w in snap.workers:
+        print(
+            f"worker {w.name} {w.state} pid={w.pid} tasks={len(w.current)} "
+            f"done={w.done} failed={w.failed}"
+        )
+    if not snap.workers:
+        print("no workers are sending heartbeats")
+    return 0
+
+
+async def _scale(system: System, text: str) -> int:
+    sv = system.services
+    backend = LocalBackend(
+        sv.settings, redis_url=sv.url, client=sv.client, keys=sv.keys
+    )
+    try:
+        if text.startswith(("+", "-")):
+            count = await backend.scale(int(text))
+        else:
+            count = await backend.set_desired(int(text))
+    except ValueError as err:
+        raise CortexError(f"scale: expected N, +N or -N, got {text!r}") from err
+    print(f"desired workers: {count}")
+    if not await backend.supervisor_alive():
+        print(
+            "warning: no local supervisor is running (cortex up or cortex-tui); "
+            "the count applies when one starts",
+            file=sys.stderr,
+        )
+    return 0
+
+
+async def _up(settings: Settings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with System.open(settings, start_workers=True) as system:
+        print(
+            f"cortex up: redis {settings.redis_display()}, "
+            f"{settings.workers} workers; Ctrl-C stops",
+            file=sys.stderr,
+        )
+        await stop.wait()
+        print("cortex up: stopping workers", file=sys.stderr)
+        del system
+    return 0
+
+
+async def _stress(settings: Settings, args: argparse.Namespace) -> int:
+    from cortex_core.stress import run_stress
+
+    latency = parse_latency(args.latency)
+    if not 1 <= args.tasks <= 1_000_000:
+        raise CortexError(f"--tasks: between 1 and 1000000, got {args.tasks}")
+    if not 1 <= args.workers <= 64:
+        raise CortexError(f"--workers: between 1 and 64, got {args.workers}")
+    started = time.monotonic()
+    report = await run_stress(
+        settings,
+        tasks=args.tasks,
+        workers=args.workers,
+        concurrency=args.concurrency,
+        latency=latency,
+        timeout=args.timeout,
+        seed=args.seed,
+    )
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        print(report.render())
+        print(f"\n(total wall time {time.monotonic() - started:.1f} s)")
+    ok = report.lost == 0 and report.failed == 0 and report.completed == report.tasks
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

