@@ -394,6 +394,8 @@ class TaskQueue:
         """The newest ``count`` events, newest first; or, with ``after``, the
         events after that id, oldest first."""
         raw: Any
+        if count <= 0:
+            return []
         if after is None:
             raw = await self.client.xrevrange(self.keys.events, count=count)
         else:

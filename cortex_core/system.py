@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from cortex_core import connection
 from cortex_core.audit import AuditTrail
@@ -140,7 +142,10 @@ class ControlPlane:
                 await self.backend.read_desired() if self.backend is not None else None
             )
         except (OSError, ConnectionError, aioredis.RedisError) as err:
-            error = f"Redis unreachable: {err}"
+            unreachable = isinstance(
+                err, OSError | ConnectionError | RedisConnectionError | RedisTimeout
+            )
+            error = f"Redis {'unreachable' if unreachable else 'error'}: {err}"
             if self._last is None:
                 raise RedisUnavailable(error) from err
             return Snapshot(
@@ -280,13 +285,21 @@ class System:
                 embedded.stop()
             raise
         backend = None
+        supervise = False
         if start_workers:
             backend = LocalBackend(
                 settings, redis_url=url, client=services.client, keys=services.keys
             )
-            await backend.set_desired(settings.workers)
+            if await backend.supervisor_alive():
+                # Another process (cortex up, another console) runs the local
+                # workers; this one only reads and changes the desired count.
+                logger.info("local backend: another supervisor runs the workers")
+                backend.desired = await backend.read_desired()
+            else:
+                await backend.set_desired(settings.workers)
+                supervise = True
         system = cls(settings, services, embedded, backend)
-        if backend is not None:
+        if backend is not None and supervise:
             system._spawn(backend.supervise())
         try:
             yield system

@@ -89,6 +89,7 @@ class LocalBackend:
         self.processes: dict[str, LocalProcess] = {}
         self._slots: dict[str, _Slot] = {}
         self.desired = settings.workers
+        self._supervising = False
 
     # The desired count -------------------------------------------------------
 
@@ -124,6 +125,7 @@ class LocalBackend:
 
     async def supervise(self, interval: float = 1.0) -> None:
         """Converge on the desired count until cancelled."""
+        self._supervising = True
         while True:
             try:
                 self.desired = await self.read_desired()
@@ -224,6 +226,10 @@ class LocalBackend:
 
     async def stop_all(self, grace: float | None = None) -> None:
         """SIGTERM every worker and wait for them; SIGKILL after ``grace``."""
+        if self._supervising:
+            self._supervising = False
+            with contextlib.suppress(OSError, ConnectionError, aioredis.RedisError):
+                await self.client.delete(self.keys.backend_supervisor)
         self.desired = 0
         for proc in self.processes.values():
             self._terminate(proc)
