@@ -163,7 +163,18 @@ class AuditTrail:
         for rec in records:
             body = {"task_id": rec.task_id, "kind": rec.kind, "at": rec.at}
             body.update(rec.data)
-            lines.append(json.dumps(body, ensure_ascii=False, default=str))
+            try:
+                lines.append(json.dumps(body, ensure_ascii=False, default=str))
+            except (TypeError, ValueError) as err:
+                self.failures += 1
+                logger.error(
+                    "audit: task %s: %s record not encodable (%s); skipped",
+                    rec.task_id,
+                    rec.kind,
+                    err,
+                )
+        if not lines:
+            return
         data = ("\n".join(lines) + "\n").encode("utf-8")
         fd = self._open_segment()
         view = memoryview(data)
@@ -214,13 +225,10 @@ class AuditTrail:
             return []
         return sorted(p for p in self.root.iterdir() if p.suffix == _SUFFIX)
 
-    def records(self, *, since: float = 0.0) -> Iterator[dict[str, Any]]:
-        """Every complete record, segment by segment; ``since`` skips segments
-        last written before that time (seconds since the epoch)."""
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every complete record, segment by segment, oldest segment first."""
         for path in self.segments():
             try:
-                if since and path.stat().st_mtime < since:
-                    continue
                 data = path.read_bytes()
             except OSError:
                 continue
@@ -228,8 +236,7 @@ class AuditTrail:
 
     def history(self, task_id: str) -> list[dict[str, Any]]:
         """Every recorded change of one task, oldest first."""
-        since = _created_at(task_id)
-        found = [r for r in self.records(since=since) if r.get("task_id") == task_id]
+        found = [r for r in self.records() if r.get("task_id") == task_id]
         found.sort(key=lambda r: float(r.get("at", 0.0)))
         return found
 
@@ -251,12 +258,3 @@ def _complete_records(data: bytes) -> Iterator[dict[str, Any]]:
             continue
         if isinstance(value, dict):
             yield value
-
-
-def _created_at(task_id: str) -> float:
-    """Seconds since the epoch at which a cortex task id was made (minus a
-    margin for clock skew between processes), or 0 when it is not one."""
-    try:
-        return int(task_id[:12], 16) / 1000.0 - 60.0
-    except ValueError:
-        return 0.0

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from cortex_core.errors import ConfigError
 
@@ -128,7 +128,7 @@ class Settings:
                     f"redis_url: scheme must be one of {', '.join(_REDIS_SCHEMES)},"
                     f" got {scheme or 'none'!r}"
                 )
-        if not _NAMESPACE_RE.match(self.namespace):
+        if not _NAMESPACE_RE.fullmatch(self.namespace):
             raise ConfigError(
                 "namespace: 1 to 64 characters of letters, digits, _ . : -"
             )
@@ -173,12 +173,14 @@ class Settings:
 
 
 def redact_url(url: str) -> str:
-    """Drop the password (and user) from a URL so it can be logged or shown."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    """Drop the credentials, query and fragment from a URL so that it can be
+    logged or shown. Works on URLs whose password has unescaped ``#/?@``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return urlsplit(url).scheme + ":"
+    # The credentials end at the last "@" (passwords may contain "@" too).
+    rest = rest.rpartition("@")[2].split("?", 1)[0].split("#", 1)[0]
+    return f"{scheme}://{rest}"
 
 
 def parse_latency(text: str) -> tuple[float, float]:

@@ -28,8 +28,9 @@ logger = logging.getLogger(__name__)
 BUCKET_SECONDS = 5
 #: How long usage buckets are kept.
 SERIES_RETENTION_SECONDS = 3600
-#: The longest single wait before the budget is asked again.
-MAX_WAIT_SECONDS = 5.0
+#: The longest single blocking wait before the budget is asked again; it must
+#: stay below the client's socket timeout (``connection.COMMAND_TIMEOUT``).
+MAX_WAIT_SECONDS = 4.0
 
 _PRELUDE = """
 local function now_ms()
@@ -48,9 +49,9 @@ local function expire(log, amounts, used, cutoff)
     local a = redis.call('HGET', amounts, id)
     if a then
       local v = split(a)
-      redis.call('HINCRBY', used, 'r', -v[1])
-      redis.call('HINCRBY', used, 'i', -v[2])
-      redis.call('HINCRBY', used, 'o', -v[3])
+      redis.call('HINCRBY', used, 'r', 0 - v[1])
+      redis.call('HINCRBY', used, 'i', 0 - v[2])
+      redis.call('HINCRBY', used, 'o', 0 - v[3])
       redis.call('HDEL', amounts, id)
     end
   end
@@ -161,9 +162,9 @@ _RELEASE = (
 local a = redis.call('HGET', KEYS[2], ARGV[1])
 if not a then return 0 end
 local v = split(a)
-redis.call('HINCRBY', KEYS[3], 'r', -v[1])
-redis.call('HINCRBY', KEYS[3], 'i', -v[2])
-redis.call('HINCRBY', KEYS[3], 'o', -v[3])
+redis.call('HINCRBY', KEYS[3], 'r', 0 - v[1])
+redis.call('HINCRBY', KEYS[3], 'i', 0 - v[2])
+redis.call('HINCRBY', KEYS[3], 'o', 0 - v[3])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('LPUSH', KEYS[4], '1')

@@ -64,7 +64,7 @@ def new_task_id() -> str:
 
 
 def is_task_id(value: str) -> bool:
-    return bool(_TASK_ID_RE.match(value))
+    return bool(_TASK_ID_RE.fullmatch(value))
 
 
 class Task(BaseModel):
@@ -103,7 +103,7 @@ class Task(BaseModel):
     @field_validator("category")
     @classmethod
     def _check_category(cls, value: str) -> str:
-        if not _CATEGORY_RE.match(value):
+        if not _CATEGORY_RE.fullmatch(value):
             raise ValueError(
                 "1 to 32 characters: a lowercase letter, then letters, digits, _ or -"
             )
@@ -144,7 +144,7 @@ class TaskResult(BaseModel):
 
     task_id: str
     ok: bool
-    output: Annotated[str, Field(max_length=MAX_OUTPUT_BYTES)] = ""
+    output: str = ""
     error: str | None = None
     model: str
     simulated: bool
@@ -154,6 +154,14 @@ class TaskResult(BaseModel):
     attempt: Annotated[int, Field(ge=0)] = 0
     started_at: float = 0.0
     finished_at: float = 0.0
+
+    @field_validator("output")
+    @classmethod
+    def _check_output(cls, value: str) -> str:
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > MAX_OUTPUT_BYTES:
+            raise ValueError(f"at most {MAX_OUTPUT_BYTES} bytes of UTF-8, got {size}")
+        return value
 
     @property
     def total_tokens(self) -> int:

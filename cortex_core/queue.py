@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 DONE_RETENTION_MS = 7 * 24 * 3600 * 1000
+#: Longest single blocking pop; below ``connection.COMMAND_TIMEOUT``.
+MAX_BLOCK_SECONDS = 4.0
 _PRIORITY_NAMES = [str(p) for p in PRIORITIES]
 
 
@@ -210,8 +213,15 @@ class TaskQueue:
 
     async def wait_for_work(self, timeout: float) -> bool:
         """Block until an enqueue signals work or ``timeout`` seconds pass."""
-        reply = await self.client.blpop([self.keys.wake], timeout=timeout)
-        return reply is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            # Each blocking call stays below the client's socket timeout.
+            step = max(0.001, min(left, MAX_BLOCK_SECONDS))
+            if await self.client.blpop([self.keys.wake], timeout=step) is not None:
+                return True
 
     async def renew(self, claims: Iterable[Claim], lease_ms: int) -> list[bool]:
         """Extend leases in one round trip; False where the lease was lost."""

@@ -91,7 +91,7 @@ for i = 1, 4 do
         local f = redis.call('HMGET', tkey, 'payload', 'max_attempts', 'category')
         event(KEYS[3], ARGV[5], 'claimed', id, prio, f[3], ARGV[1],
           tostring(attempts), '')
-        return {id, f[1], attempts, tonumber(f[2]), prio, deadline}
+        return {id, f[1] or '', attempts, tonumber(f[2]) or 1, prio, deadline}
       end
     end
   end

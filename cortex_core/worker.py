@@ -208,6 +208,19 @@ class Worker:
     # Running one task --------------------------------------------------------
 
     async def _run_task(self, claim: Claim) -> None:
+        try:
+            await self._execute(claim)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            # Last line of defence: whatever went wrong, the worker lives on
+            # and the task is retried rather than left to its lease.
+            logger.exception("task %s: failed unexpectedly", claim.task_id)
+            await self._fail(
+                claim, f"error: {type(err).__name__}: {err}", retryable=True
+            )
+
+    async def _execute(self, claim: Claim) -> None:
         started = time.time()
         tid = claim.task_id
         self._audit(tid, "claimed", attempt=claim.attempt, worker=self.worker_id)
