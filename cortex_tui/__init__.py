@@ -1,0 +1,1 @@
+"""The cortex operator console, a Textual application over a ``Control``."""

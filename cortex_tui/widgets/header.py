@@ -1,0 +1,60 @@
+"""The top line: which system the console looks at and how it is set up."""
+
+from __future__ import annotations
+
+from textual.content import Content
+from textual.geometry import Size
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from cortex_core.snapshot import Header
+from cortex_tui import formatting
+
+_GAP = "  "
+
+
+class HeaderBar(Widget):
+    """SIMULATED if so, then mode, Redis, namespace, backend, workers, limit.
+
+    Each label stays with its value: a narrow terminal wraps between pairs.
+    """
+
+    header: reactive[Header | None] = reactive(None, layout=True)
+    """What the target says about itself; None until it is known."""
+
+    def render(self) -> Content:
+        return Content("\n").join(self._lines(self.content_region.width))
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self._lines(width))
+
+    def _pairs(self) -> list[Content]:
+        header = self.header
+        if header is None:
+            return [Content("connecting…")]
+        desired = header.desired_workers
+        pairs: list[Content] = []
+        if header.simulated:
+            pairs.append(Content.styled(" SIMULATED ", "bold reverse"))
+        for label, value in (
+            ("mode", header.mode),
+            ("redis", header.redis),
+            ("ns", header.namespace),
+            ("backend", header.backend),
+            ("workers", formatting.MISSING if desired is None else str(desired)),
+            ("limit", formatting.token_limit(header.token_limit)),
+        ):
+            pairs.append(Content.assemble(f"{label} ", (value, "bold")))
+        return pairs
+
+    def _lines(self, width: int) -> list[Content]:
+        """The pairs, as many to a line as fit in ``width`` cells."""
+        lines: list[Content] = []
+        line = Content()
+        for pair in self._pairs():
+            if line and line.cell_length + len(_GAP) + pair.cell_length > width:
+                lines.append(line)
+                line = Content()
+            line = line + _GAP + pair if line else pair
+        lines.append(line)
+        return lines

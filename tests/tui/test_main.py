@@ -1,0 +1,108 @@
+"""The ``cortex-tui`` entry point: flags, settings, and opening the system."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cortex_core.config import Settings
+from cortex_core.errors import RedisUnavailable
+from cortex_tui import app as app_module
+from cortex_tui.app import CortexApp, main
+
+from .fixtures import FixedControl
+
+pytestmark = pytest.mark.timeout(10)
+
+
+@dataclass
+class FakeSystem:
+    """What ``main`` needs of ``System``: ``open`` and ``control``."""
+
+    control: FixedControl
+    opened: list[tuple[Settings, bool]]
+    failure: Exception | None = None
+
+    @contextlib.asynccontextmanager
+    async def open(
+        self, settings: Settings, *, start_workers: bool = True
+    ) -> AsyncIterator[FakeSystem]:
+        self.opened.append((settings, start_workers))
+        if self.failure is not None:
+            raise self.failure
+        yield self
+
+
+@pytest.fixture
+def system(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeSystem:
+    for name in ("CORTEX_REDIS_URL", "CORTEX_NAMESPACE", "CORTEX_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    fake = FakeSystem(control=FixedControl(), opened=[])
+    monkeypatch.setattr(app_module, "System", fake)
+    return fake
+
+
+@pytest.fixture
+def runs(monkeypatch: pytest.MonkeyPatch) -> list[CortexApp]:
+    """The apps ``main`` started, without drawing them on this terminal."""
+    started: list[CortexApp] = []
+
+    async def run_async(self: CortexApp, *args: Any, **kwargs: Any) -> None:
+        started.append(self)
+
+    monkeypatch.setattr(CortexApp, "run_async", run_async)
+    return started
+
+
+def test_main_runs_the_console_on_the_opened_system(
+    system: FakeSystem, runs: list[CortexApp], tmp_path: Path
+) -> None:
+    argv = ["--namespace", "blue", "--workers", "4", "--data-dir", "d"]
+    assert main([*argv, "--refresh", "2.5"]) == 0
+    [(settings, start_workers)] = system.opened
+    assert (settings.namespace, settings.workers, start_workers) == ("blue", 4, True)
+    [app] = runs
+    assert app._refresh_seconds == 2.5
+    assert app._control is system.control
+    assert (tmp_path / "d" / "logs").is_dir()
+
+
+def test_main_reports_an_unreachable_redis_without_a_traceback(
+    system: FakeSystem, runs: list[CortexApp], capsys: pytest.CaptureFixture[str]
+) -> None:
+    system.failure = RedisUnavailable("redis://127.0.0.1:6390: connection refused")
+    assert main(["--redis-url", "redis://127.0.0.1:6390"]) == 2
+    err = capsys.readouterr().err
+    assert err == "cortex-tui: redis://127.0.0.1:6390: connection refused\n"
+    assert runs == []
+
+
+def test_main_reports_bad_settings_without_a_traceback(
+    system: FakeSystem,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("CORTEX_NAMESPACE", "no spaces allowed")
+    assert main([]) == 2
+    assert capsys.readouterr().err.startswith("cortex-tui: namespace: ")
+    assert system.opened == []
+
+
+def test_main_refuses_a_refresh_that_is_not_positive(
+    system: FakeSystem, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--refresh", "0"])
+    assert caught.value.code == 2
+    assert "--refresh must be positive" in capsys.readouterr().err
+
+
+def test_the_app_refuses_a_refresh_that_is_not_positive() -> None:
+    with pytest.raises(ValueError, match="refresh_seconds"):
+        CortexApp(FixedControl(), refresh_seconds=0)
