@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from cortex_core.backends.local import LocalBackend
+from cortex_core.backends.local import MAX_WORKERS, LocalBackend
 from cortex_core.config import Settings, parse_latency
 from cortex_core.errors import CortexError
 from cortex_core.executor import SimulatedExecutor
@@ -140,10 +140,13 @@ async def _dispatch(args: argparse.Namespace) -> int:
         if args.workers is not None:
             settings = settings.replace(workers=args.workers)
         return await _up(settings)
+    # Check what the command line says before reaching for Redis.
+    tasks = _tasks_from(args, settings) if command == "enqueue" else []
+    scale = _parse_scale(args.count) if command == "scale" else (False, 0)
     async with System.open(settings, start_workers=False) as system:
         sv = system.services
         if command == "enqueue":
-            return await _enqueue(sv, args)
+            return await _enqueue(sv, tasks, as_json=args.json)
         if command == "status":
             return await _status(system, args.json)
         if command == "requeue":
@@ -155,7 +158,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
                 print(f"requeued {args.task_id}")
             return 0
         if command == "scale":
-            return await _scale(system, args.count)
+            return await _scale(system, *scale)
         if command in ("pause", "resume"):
             prio = Priority(args.priority) if args.priority else None
             await (
@@ -188,23 +191,26 @@ async def _worker(settings: Settings, name: str | None) -> int:
     return 0
 
 
-async def _enqueue(sv: Services, args: argparse.Namespace) -> int:
+def _tasks_from(args: argparse.Namespace, settings: Settings) -> list[Task]:
     if not 1 <= args.count <= 100_000:
         raise CortexError(f"--count: between 1 and 100000, got {args.count}")
     if args.idempotency_key is not None and args.count != 1:
         raise CortexError("--idempotency-key: only with --count 1")
-    tasks = [
+    return [
         Task.create(
             query=args.query,
             category=args.category,
             priority=args.priority,
-            max_attempts=sv.settings.max_attempts,
+            max_attempts=settings.max_attempts,
             idempotency_key=args.idempotency_key,
         )
         for _ in range(args.count)
     ]
+
+
+async def _enqueue(sv: Services, tasks: list[Task], *, as_json: bool) -> int:
     results = await sv.enqueue(tasks)
-    if args.json:
+    if as_json:
         print(json.dumps([{"id": i, "created": c} for i, c in results]))
     else:
         for task_id, created in results:
@@ -255,18 +261,27 @@ async def _status(system: System, as_json: bool) -> int:
     return 0
 
 
-async def _scale(system: System, text: str) -> int:
+def _parse_scale(text: str) -> tuple[bool, int]:
+    """``N`` (absolute) or ``+N`` / ``-N`` (relative): (relative, number)."""
+    try:
+        number = int(text)
+    except ValueError as err:
+        raise CortexError(f"scale: expected N, +N or -N, got {text!r}") from err
+    relative = text.startswith(("+", "-"))
+    if not relative and not 0 <= number <= MAX_WORKERS:
+        raise CortexError(f"scale: between 0 and {MAX_WORKERS} workers, got {number}")
+    return relative, number
+
+
+async def _scale(system: System, relative: bool, number: int) -> int:
     sv = system.services
     backend = LocalBackend(
         sv.settings, redis_url=sv.url, client=sv.client, keys=sv.keys
     )
-    try:
-        if text.startswith(("+", "-")):
-            count = await backend.scale(int(text))
-        else:
-            count = await backend.set_desired(int(text))
-    except ValueError as err:
-        raise CortexError(f"scale: expected N, +N or -N, got {text!r}") from err
+    if relative:
+        count = await backend.scale(number)
+    else:
+        count = await backend.set_desired(number)
     print(f"desired workers: {count}")
     if not await backend.supervisor_alive():
         print(

@@ -83,15 +83,26 @@ for i = 1, 4 do
         redis.call('ZADD', KEYS[4], now, bad)
         event(KEYS[3], ARGV[5], 'dead', bad, prio, '', ARGV[1], '0', reason)
       elseif state == 'pending' then
-        local attempts = redis.call('HINCRBY', tkey, 'attempts', 1)
-        local deadline = now + tonumber(ARGV[2])
-        redis.call('HSET', tkey, 'state', 'running', 'worker', ARGV[1],
-          'lease', ARGV[3], 'claimed_at', now)
-        redis.call('ZADD', KEYS[1], deadline, id)
-        local f = redis.call('HMGET', tkey, 'payload', 'max_attempts', 'category')
-        event(KEYS[3], ARGV[5], 'claimed', id, prio, f[3], ARGV[1],
-          tostring(attempts), '')
-        return {id, f[1] or '', attempts, tonumber(f[2]) or 1, prio, deadline}
+        local f = redis.call('HMGET', tkey, 'payload', 'max_attempts', 'category',
+          'attempts')
+        local max = tonumber(f[2]) or 1
+        if not tonumber(f[4]) then
+          -- A record this script cannot count attempts on: dead, not lost.
+          local reason = 'decode: attempts is not a number'
+          redis.call('HSET', tkey, 'state', 'dead', 'reason', reason,
+            'finished_at', now)
+          redis.call('ZADD', KEYS[4], now, id)
+          event(KEYS[3], ARGV[5], 'dead', id, prio, f[3], ARGV[1], '0', reason)
+        else
+          local attempts = redis.call('HINCRBY', tkey, 'attempts', 1)
+          local deadline = now + tonumber(ARGV[2])
+          redis.call('HSET', tkey, 'state', 'running', 'worker', ARGV[1],
+            'lease', ARGV[3], 'claimed_at', now)
+          redis.call('ZADD', KEYS[1], deadline, id)
+          event(KEYS[3], ARGV[5], 'claimed', id, prio, f[3], ARGV[1],
+            tostring(attempts), '')
+          return {id, f[1] or '', attempts, max, prio, deadline}
+        end
       end
     end
   end

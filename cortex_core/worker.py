@@ -100,6 +100,7 @@ class Worker:
             started_at=time.time(),
             concurrency=concurrency,
         )
+        self._finishing: set[str] = set()
         self._stopping = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._process = psutil.Process()
@@ -150,7 +151,13 @@ class Worker:
         finally:
             for h in helpers:
                 h.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            _, stuck = await asyncio.wait(helpers, timeout=5.0)
+            if stuck:
+                logger.error(
+                    "worker %s: %d helper loops did not stop",
+                    self.worker_id,
+                    len(stuck),
+                )
             with contextlib.suppress(*_OUTAGE_ERRORS, RedisError):
                 await self.heartbeats.remove(self.worker_id)
             logger.info(
@@ -176,6 +183,11 @@ class Worker:
                 outage.ok()
             except _OUTAGE_ERRORS as err:
                 await self._sleep(outage.failed(err))
+                continue
+            except RedisError:
+                # A script error on one bad record must not end the worker.
+                logger.exception("worker %s: claim failed", self.worker_id)
+                await self._sleep(1.0)
                 continue
             if claim is not None:
                 self._start(claim)
@@ -277,9 +289,13 @@ class Worker:
             started_at=started,
             finished_at=time.time(),
         )
-        recorded = await self._retry_redis(
-            lambda: self.queue.complete(claim, result), f"task {tid}: complete"
-        )
+        self._finishing.add(tid)
+        try:
+            recorded = await self._retry_redis(
+                lambda: self.queue.complete(claim, result), f"task {tid}: complete"
+            )
+        finally:
+            self._finishing.discard(tid)
         self.info.tokens += result.total_tokens
         if recorded:
             self.info.done += 1
@@ -291,10 +307,14 @@ class Worker:
             )
 
     async def _fail(self, claim: Claim, reason: str, *, retryable: bool) -> None:
-        outcome = await self._retry_redis(
-            lambda: self.queue.fail(claim, reason, retryable=retryable),
-            f"task {claim.task_id}: fail",
-        )
+        self._finishing.add(claim.task_id)
+        try:
+            outcome = await self._retry_redis(
+                lambda: self.queue.fail(claim, reason, retryable=retryable),
+                f"task {claim.task_id}: fail",
+            )
+        finally:
+            self._finishing.discard(claim.task_id)
         if outcome is None:
             logger.warning(
                 "task %s: lease lost before failure was recorded", claim.task_id
@@ -357,6 +377,11 @@ class Worker:
             except RedisError:
                 logger.exception("worker %s: %s failed", self.worker_id, what)
                 delay = interval
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                # redis-py's wait_for can swallow a cancel that lands as a
+                # command completes; honour it here instead of looping on.
+                raise asyncio.CancelledError
             await asyncio.sleep(delay)
 
     async def _beat(self) -> None:
@@ -370,7 +395,9 @@ class Worker:
             return
         kept = await self.queue.renew([c for c, _ in entries], self.lease_ms)
         for (claim, job), ok in zip(entries, kept, strict=True):
-            if not ok and not job.done():
+            # A task that is recording its own end is not cancelled: the
+            # renewal may have raced with its completion.
+            if not ok and not job.done() and claim.task_id not in self._finishing:
                 logger.warning(
                     "task %s: lease lost (taken back by the reaper); stopping it",
                     claim.task_id,

@@ -105,7 +105,13 @@ class LocalBackend:
 
     async def scale(self, delta: int) -> int:
         current = await self.read_desired()
-        return await self.set_desired(current + delta)
+        target = current + delta
+        if not 0 <= target <= MAX_WORKERS:
+            raise BackendError(
+                f"cannot scale by {delta:+d}: {current} workers now, the count "
+                f"must stay between 0 and {MAX_WORKERS}"
+            )
+        return await self.set_desired(target)
 
     async def read_desired(self) -> int:
         raw = await self.client.get(self.keys.backend_desired)

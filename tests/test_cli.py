@@ -1,0 +1,268 @@
+"""The ``cortex`` command as a user runs it: a subprocess per invocation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from helpers import make_task, run_cli
+
+from cortex_core.backends.local import LocalBackend
+from cortex_core.models import Priority, is_task_id
+from cortex_core.system import Services
+
+_ENQUEUE = ["enqueue", "Check pod status.", "--category", "cicd"]
+
+
+async def _dead_task(services: Services, priority: str = "medium") -> str:
+    """A task in the dead-letter queue, put there by a real claim and failure."""
+    task = make_task(priority=priority, max_attempts=1)
+    await services.enqueue([task])
+    claim = await services.queue.claim("cli-test", 5000)
+    assert claim is not None and claim.task_id == task.id
+    assert await services.queue.fail(claim, "model: broken", retryable=False) == "dead"
+    return task.id
+
+
+async def _nothing_enqueued(services: Services) -> None:
+    depths = await services.queue.depths()
+    assert (depths.total_pending, depths.in_flight, depths.dead) == (0, 0, 0)
+    assert [e.kind for e in await services.queue.events()] == []
+    found = [k async for k in services.client.scan_iter(services.keys.task("*"))]
+    assert found == []
+
+
+def _error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one error line of a failed command (argparse adds usage lines)."""
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("cortex")]
+    assert len(errors) == 1, result.stderr
+    others = [line for line in lines if line not in errors]
+    assert all(line.startswith(("usage:", " ")) for line in others), result.stderr
+    return errors[0]
+
+
+# Enqueue ---------------------------------------------------------------------
+
+
+async def test_enqueue_prints_the_id_of_a_queued_task(
+    services: Services, child_env: dict[str, str]
+) -> None:
+    """``cortex enqueue`` prints the new task's id; the task waits in its queue."""
+    result = run_cli(
+        "enqueue",
+        "Analyze cluster health.",
+        "--category",
+        "security",
+        "--priority",
+        "critical",
+        env=child_env,
+    )
+    assert result.returncode == 0, result.stderr
+    task_id = result.stdout.strip()
+    assert is_task_id(task_id), result.stdout
+    record = await services.queue.get(task_id)
+    assert (record.state, record.priority, record.category) == (
+        "pending",
+        "critical",
+        "security",
+    )
+    assert record.task is not None and record.task.query == "Analyze cluster health."
+    pending = await services.client.lrange(services.keys.pending("critical"), 0, -1)
+    assert pending == [task_id.encode()]
+
+
+async def test_enqueue_count_and_json(
+    services: Services, child_env: dict[str, str]
+) -> None:
+    """``--count 3 --json`` enqueues three tasks and prints their ids as JSON."""
+    result = run_cli(
+        *_ENQUEUE, "--priority", "low", "--count", "3", "--json", env=child_env
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["created"] for r in rows] == [True, True, True]
+    ids = [r["id"] for r in rows]
+    assert len(set(ids)) == 3
+    pending = await services.client.lrange(services.keys.pending("low"), 0, -1)
+    assert [p.decode() for p in pending] == ids
+
+
+async def test_idempotency_key_enqueues_once(
+    services: Services, child_env: dict[str, str]
+) -> None:
+    """The same idempotency key twice names one task and enqueues it once."""
+    args = [*_ENQUEUE, "--priority", "high", "--idempotency-key", "deploy-42"]
+    first = run_cli(*args, "--json", env=child_env)
+    second = run_cli(*args, "--json", env=child_env)
+    plain = run_cli(*args, env=child_env)
+    assert first.returncode == second.returncode == plain.returncode == 0
+    (one,) = json.loads(first.stdout)
+    (two,) = json.loads(second.stdout)
+    assert one["created"] is True and two["created"] is False
+    assert one["id"] == two["id"]
+    assert plain.stdout.strip() == f"{one['id']} (already enqueued)"
+    depths = await services.queue.depths()
+    assert depths.total_pending == 1
+    events = await services.queue.events()
+    assert [e.kind for e in events] == ["enqueued"]
+
+
+_BAD_INPUT = [
+    pytest.param(
+        ["enqueue", "   ", "--category", "cicd", "--priority", "high"],
+        "query",
+        id="empty-query",
+    ),
+    pytest.param(
+        ["enqueue", "x" * 20_000, "--category", "cicd", "--priority", "high"],
+        "query",
+        id="huge-query",
+    ),
+    pytest.param(
+        ["enqueue", "q", "--category", "Not Valid!", "--priority", "high"],
+        "category",
+        id="bad-category",
+    ),
+    pytest.param([*_ENQUEUE, "--priority", "urgent"], "--priority", id="priority"),
+    pytest.param(
+        [*_ENQUEUE, "--priority", "high", "--count", "0"], "--count", id="count-0"
+    ),
+    pytest.param(
+        [*_ENQUEUE, "--priority", "high", "--count", "many"],
+        "--count",
+        id="count-text",
+    ),
+    pytest.param(
+        [*_ENQUEUE, "--priority", "high", "--count", "2", "--idempotency-key", "k"],
+        "--idempotency-key",
+        id="key-with-count",
+    ),
+    pytest.param(["worker", "--latency", "fast"], "latency", id="latency-text"),
+    pytest.param(["stress", "--latency", "5:1"], "latency", id="latency-order"),
+    pytest.param(
+        [*_ENQUEUE, "--priority", "high", "--max-attempts", "0"],
+        "max_attempts",
+        id="max-attempts",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "field"), _BAD_INPUT)
+async def test_bad_input_fails_clearly(
+    services: Services, child_env: dict[str, str], args: list[str], field: str
+) -> None:
+    """Bad input exits non-zero with one error line naming the field."""
+    line = _error_line(run_cli(*args, env=child_env, timeout=30))
+    assert field in line, line
+    await _nothing_enqueued(services)
+
+
+async def test_bad_redis_url_scheme_fails_clearly(
+    services: Services, child_env: dict[str, str], redis_url: str
+) -> None:
+    """A Redis URL with an unknown scheme is refused, naming redis_url."""
+    bad = redis_url.replace("redis://", "http://", 1)
+    result = run_cli(*_ENQUEUE, "--priority", "high", "--redis-url", bad, env=child_env)
+    line = _error_line(result)
+    assert "redis_url" in line and "http" in line, line
+    password = redis_url.split(":")[2].split("@")[0]
+    assert password not in result.stderr, "the password was printed"
+    await _nothing_enqueued(services)
+
+
+# Status and requeue ----------------------------------------------------------
+
+
+async def test_status_json_shows_the_depths(
+    services: Services, child_env: dict[str, str]
+) -> None:
+    """``status --json`` reports pending per priority, in-flight, dead, paused."""
+    await _dead_task(services)
+    await services.enqueue([make_task(priority="critical")])
+    assert await services.queue.claim("holder", 30_000) is not None
+    await services.enqueue([make_task(priority=p) for p in ("high", "low", "high")])
+    await services.queue.pause(Priority.LOW)
+    result = run_cli("status", "--json", env=child_env)
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["pending"] == {"critical": 0, "high": 2, "medium": 0, "low": 1}
+    assert status["in_flight"] == 1
+    assert status["dead"] == 1
+    assert status["paused"] == ["low"]
+    assert status["namespace"] == services.settings.namespace
+    assert status["workers"] == []
+    password = services.url.split(":")[2].split("@")[0]
+    assert password not in result.stdout
+
+
+async def test_requeue_a_dead_task(
+    services: Services, child_env: dict[str, str]
+) -> None:
+    """``requeue ID`` puts a dead task back in its queue with fresh attempts."""
+    task_id = await _dead_task(services)
+    result = run_cli("requeue", task_id, env=child_env)
+    assert result.returncode == 0, result.stderr
+    assert task_id in result.stdout
+    record = await services.queue.get(task_id)
+    assert (record.state, record.attempts) == ("pending", 0)
+    assert await services.queue.dead_ids() == []
+    pending = await services.client.lrange(services.keys.pending("medium"), 0, -1)
+    assert pending == [task_id.encode()]
+
+
+async def test_requeue_all_dead_tasks(
+    services: Services, child_env: dict[str, str]
+) -> None:
+    """``requeue --all`` requeues every dead task."""
+    ids = [await _dead_task(services), await _dead_task(services)]
+    result = run_cli("requeue", "--all", env=child_env)
+    assert result.returncode == 0, result.stderr
+    assert "2" in result.stdout
+    assert await services.queue.dead_ids() == []
+    for record in await services.queue.get_many(ids):
+        assert record is not None and record.state == "pending"
+
+
+async def test_requeue_unknown_or_live_task_fails_clearly(
+    services: Services, child_env: dict[str, str]
+) -> None:
+    """Requeueing an unknown id, or a task that is not dead, fails clearly."""
+    unknown = "0123456789abcdef01234567"
+    line = _error_line(run_cli("requeue", unknown, env=child_env))
+    assert unknown in line, line
+    await _nothing_enqueued(services)
+    task = make_task()
+    await services.enqueue([task])
+    line = _error_line(run_cli("requeue", task.id, env=child_env))
+    assert task.id in line and "pending" in line, line
+    record = await services.queue.get(task.id)
+    assert (record.state, record.attempts) == ("pending", 0)
+    assert (await services.queue.depths()).total_pending == 1
+
+
+# Scale -----------------------------------------------------------------------
+
+
+async def test_scale_sets_the_desired_count(
+    services: Services, child_env: dict[str, str]
+) -> None:
+    """``scale 3``, ``+1`` and ``-2`` set the count; bad counts change nothing."""
+    backend = LocalBackend(
+        services.settings,
+        redis_url=services.url,
+        client=services.client,
+        keys=services.keys,
+    )
+    for arg, expected in (("3", 3), ("+1", 4), ("-2", 2)):
+        result = run_cli("scale", arg, env=child_env)
+        assert result.returncode == 0, result.stderr
+        assert f"desired workers: {expected}" in result.stdout
+        assert await backend.read_desired() == expected
+    for arg in ("-99", "abc", "65", "+63"):
+        line = _error_line(run_cli("scale", arg, env=child_env))
+        assert "scale" in line or "worker count" in line, line
+        assert await backend.read_desired() == 2, f"scale {arg} changed the count"

@@ -1,0 +1,125 @@
+"""The embedded Redis: a real redis-server that cortex starts in a data folder."""
+
+from __future__ import annotations
+
+import socket
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+import pytest
+import redis
+from helpers import pid_alive
+
+from cortex_core.embedded import EmbeddedRedis
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    started = EmbeddedRedis.start(tmp_path / "redis")
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def _config(client: redis.Redis, name: str) -> str:
+    value = client.config_get(name)[name]
+    return str(value)
+
+
+def test_runs_a_private_durable_server(server: EmbeddedRedis) -> None:
+    """The server is append-only, never evicts, needs a password, on loopback."""
+    url = urlsplit(server.url)
+    assert url.hostname == "127.0.0.1"
+    assert url.port is not None and url.port != 6379
+    assert url.password
+    assert server.owned and pid_alive(server.pid)
+    with redis.Redis.from_url(server.url, decode_responses=True) as client:
+        assert client.ping()
+        assert _config(client, "appendonly") == "yes"
+        assert _config(client, "appendfsync") == "everysec"
+        assert _config(client, "maxmemory-policy") == "noeviction"
+        assert _config(client, "requirepass") == url.password
+        assert _config(client, "bind") == "127.0.0.1"
+        assert _config(client, "port") == str(url.port)
+    listening = [
+        c
+        for c in psutil.Process(server.pid).net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    ]
+    assert listening
+    assert {c.laddr.ip for c in listening} == {"127.0.0.1"}
+
+
+def _ask(port: int, *commands: bytes) -> list[bytes]:
+    """Send inline commands on a fresh connection; one reply line each."""
+    replies = []
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        reader = sock.makefile("rb")
+        for command in commands:
+            sock.sendall(command + b"\r\n")
+            replies.append(reader.readline().rstrip())
+    return replies
+
+
+def test_refuses_a_client_without_the_password(server: EmbeddedRedis) -> None:
+    """A client that does not give the right password cannot run commands."""
+    port = urlsplit(server.url).port
+    assert port is not None
+    anonymous = _ask(port, b"PING", b"SET k v", b"GET k")
+    assert all(r.startswith(b"-NOAUTH") for r in anonymous), anonymous
+    wrong = _ask(port, b"AUTH not-the-password", b"PING")
+    assert wrong[0].startswith(b"-WRONGPASS"), wrong
+    assert wrong[1].startswith(b"-NOAUTH"), wrong
+    with redis.Redis.from_url(server.url) as client:
+        assert client.exists("k") == 0
+
+
+def test_keeps_its_files_private(server: EmbeddedRedis) -> None:
+    """The data folder and the files that hold the password are owner-only."""
+    assert stat.S_IMODE(server.data_dir.stat().st_mode) == 0o700
+    for name in ("redis.conf", "server.json"):
+        mode = stat.S_IMODE((server.data_dir / name).stat().st_mode)
+        assert mode == 0o600, f"{name} has mode {mode:o}"
+
+
+def test_second_start_reuses_the_running_server(server: EmbeddedRedis) -> None:
+    """A second start on the same folder uses the running server, not its own."""
+    again = EmbeddedRedis.start(server.data_dir)
+    assert not again.owned
+    assert (again.url, again.pid) == (server.url, server.pid)
+    again.stop()
+    assert pid_alive(server.pid), "stop() of a borrowed server stopped it"
+    with redis.Redis.from_url(again.url) as client:
+        assert client.ping()
+
+
+def test_stop_ends_the_process(tmp_path: Path) -> None:
+    """stop() ends the redis-server and forgets it; data survives a restart."""
+    data_dir = tmp_path / "redis"
+    first = EmbeddedRedis.start(data_dir)
+    try:
+        with redis.Redis.from_url(first.url) as client:
+            client.set("kept", "yes")
+        pid = first.pid
+        first.stop()
+        assert not pid_alive(pid)
+        assert not (data_dir / "server.json").exists()
+        with (
+            redis.Redis.from_url(first.url, socket_timeout=2) as client,
+            pytest.raises(redis.ConnectionError),
+        ):
+            client.ping()
+    finally:
+        first.stop()
+    second = EmbeddedRedis.start(data_dir)
+    try:
+        assert second.owned and second.pid != pid
+        with redis.Redis.from_url(second.url) as client:
+            assert client.get("kept") == b"yes"
+    finally:
+        second.stop()
+    assert not pid_alive(second.pid)

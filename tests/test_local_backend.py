@@ -1,0 +1,162 @@
+"""The local backend: real ``cortex worker`` processes, started, scaled,
+restarted and stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from helpers import make_task, pid_alive, wait_for
+
+from cortex_core.backends.local import LocalBackend
+from cortex_core.config import Settings
+from cortex_core.heartbeat import WorkerInfo
+from cortex_core.system import Services
+
+
+@pytest.fixture
+async def backend(
+    settings: Settings, services: Services
+) -> AsyncIterator[LocalBackend]:
+    """A backend on the test's Redis; every process it started ends at teardown."""
+    backend = LocalBackend(
+        settings,
+        redis_url=services.url,
+        client=services.client,
+        keys=services.keys,
+        extra_env={"CORTEX_SHUTDOWN_GRACE_SECONDS": "0.5"},
+    )
+    yield backend
+    # A process leaves ``processes`` only once it has exited; the rest are here.
+    left = list(backend.processes.values())
+    with contextlib.suppress(Exception):
+        await backend.stop_all(grace=1)
+    for proc in left:
+        if proc.popen.poll() is None:
+            proc.popen.kill()
+        proc.popen.wait(10)
+
+
+async def _beats(services: Services) -> dict[str, WorkerInfo]:
+    return {i.worker_id: i for i in await services.heartbeats.alive()}
+
+
+async def _beating(services: Services, names: set[str]) -> dict[str, WorkerInfo]:
+    """Wait until exactly ``names`` send heartbeats."""
+
+    async def check() -> dict[str, WorkerInfo] | None:
+        beats = await _beats(services)
+        return beats if set(beats) == names else None
+
+    return await wait_for(check, f"heartbeats from {sorted(names)}")
+
+
+async def test_starts_workers_and_reports_them(
+    backend: LocalBackend, services: Services
+) -> None:
+    """N desired workers are N running processes, each with pid, CPU and RSS."""
+    await backend.set_desired(2)
+    backend.reconcile()
+    beats = await _beating(services, {"local-1", "local-2"})
+    rows = backend.rows()
+    assert [r.name for r in rows] == ["local-1", "local-2"]
+    for row in rows:
+        assert row.state == "running"
+        assert row.pid == beats[row.name].pid
+        assert row.cpu_percent is not None and row.cpu_percent >= 0.0
+        assert row.rss_bytes is not None and row.rss_bytes > 0
+    task = make_task()
+    await services.enqueue([task])
+    await wait_for(
+        lambda: _state(services, task.id, "done"), "a worker process to run a task"
+    )
+
+
+async def _state(services: Services, task_id: str, state: str) -> bool:
+    return (await services.queue.get(task_id)).state == state
+
+
+async def test_scale_down_terminates_the_extras(
+    backend: LocalBackend, services: Services
+) -> None:
+    """Scaling 3 to 1 SIGTERMs the two highest workers; they exit cleanly."""
+    await backend.set_desired(3)
+    backend.reconcile()
+    await _beating(services, {"local-1", "local-2", "local-3"})
+    first = backend.processes["local-1"].pid
+    extras = [backend.processes[n] for n in ("local-2", "local-3")]
+    await backend.set_desired(1)
+    backend.reconcile()
+    assert {r.name: r.state for r in backend.rows()} == {
+        "local-1": "running",
+        "local-2": "stopping",
+        "local-3": "stopping",
+    }
+    for proc in extras:
+        await asyncio.to_thread(proc.popen.wait, 20)
+        assert proc.popen.returncode == 0, f"{proc.name} exit {proc.popen.returncode}"
+    backend.reconcile()
+    assert list(backend.processes) == ["local-1"]
+    assert backend.processes["local-1"].pid == first
+    await _beating(services, {"local-1"})
+
+
+async def test_killed_worker_is_restarted(
+    backend: LocalBackend, services: Services
+) -> None:
+    """A worker killed with SIGKILL is started again by the supervisor."""
+    await backend.set_desired(1)
+    supervisor = asyncio.create_task(backend.supervise(interval=0.1))
+    try:
+        beats = await _beating(services, {"local-1"})
+        old = backend.processes["local-1"].pid
+        assert beats["local-1"].pid == old
+        assert await backend.supervisor_alive()
+        backend.kill("local-1")
+
+        async def restarted() -> bool:
+            proc = backend.processes.get("local-1")
+            if proc is None or proc.pid == old:
+                return False
+            beat = (await _beats(services)).get("local-1")
+            return beat is not None and beat.pid == proc.pid
+
+        await wait_for(restarted, "local-1 to run again under a new pid")
+        assert not pid_alive(old)
+        assert len(backend.processes) == 1
+    finally:
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+
+
+async def test_stop_all_leaves_no_process(
+    backend: LocalBackend, services: Services
+) -> None:
+    """stop_all ends every worker, busy or idle; busy ones hand their tasks back."""
+    backend.extra_env.update(CORTEX_SIM_LATENCY_MIN="60", CORTEX_SIM_LATENCY_MAX="60")
+    await backend.set_desired(2)
+    backend.reconcile()
+    await _beating(services, {"local-1", "local-2"})
+    tasks = [make_task() for _ in range(3)]
+    await services.enqueue(tasks)
+    await wait_for(
+        lambda: _all_running(services, [t.id for t in tasks]), "three tasks running"
+    )
+    pids = [p.pid for p in backend.processes.values()]
+    await backend.stop_all(grace=1)
+    assert backend.processes == {}
+    assert backend.rows() == []
+    for pid in pids:
+        assert not pid_alive(pid), f"worker {pid} still runs"
+    assert await _beats(services) == {}
+    for record in await services.queue.get_many([t.id for t in tasks]):
+        assert record is not None
+        assert (record.state, record.attempts) == ("pending", 0)
+
+
+async def _all_running(services: Services, ids: list[str]) -> bool:
+    records = await services.queue.get_many(ids)
+    return all(r is not None and r.state == "running" for r in records)
