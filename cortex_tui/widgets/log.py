@@ -64,8 +64,10 @@ class TaskLog(DataTable[Text]):
         return None if key is None else self._task_ids.get(key)
 
     def _fill(self) -> None:
-        """Redraw columns and rows, keeping the cursor on the entry it was on."""
-        kept = self._selected_key()
+        """Redraw columns and rows. A cursor on the newest row follows the
+        newest entry; one the operator moved down stays on its entry."""
+        following = self.cursor_row <= 0
+        kept = None if following else self._selected_key()
         names = list(_COLUMNS)
         if self.scrollable_content_region.width < COMPACT_WIDTH:
             names.remove("category")

@@ -105,6 +105,26 @@ async def test_the_cursor_stays_on_its_entry_when_the_log_grows(
         assert control.calls_to("requeue") == [(DONE_TASK,)]
 
 
+async def test_a_cursor_on_the_newest_entry_follows_new_entries(
+    app: CortexApp, control: FixedControl
+) -> None:
+    """With the cursor left on top, the log keeps showing the newest event."""
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        log = app.screen.query_one(TaskLog)
+        assert log.cursor_row == 0
+        newer = LogEntry(
+            at=control.snapshot_data.taken_at, kind="enqueued", task_id="f" * 24
+        )
+        control.snapshot_data = replace(
+            control.snapshot_data, log=(newer, *control.snapshot_data.log)
+        )
+        dashboard(app).poll()
+        await settle(pilot)
+        assert log.cursor_row == 0
+        assert log.selected_task_id == "f" * 24
+
+
 async def test_plus_and_minus_scale_and_report_the_new_count(
     app: CortexApp, control: FixedControl
 ) -> None:
