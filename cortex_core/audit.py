@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -56,9 +55,12 @@ class AuditTrail:
         self.root = Path(root)
         self.flush_interval = flush_interval
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[AuditRecord | _Flush | None] = (
-            queue.SimpleQueue()
-        )
+        # Records wait here; the writer is woken for the first of a batch
+        # only, so a busy producer pays a lock and an append per record.
+        self._pending: list[AuditRecord | _Flush] = []
+        self._cond = threading.Condition()
+        self._urgent = False
+        self._closing = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._fd: int | None = None
@@ -73,13 +75,21 @@ class AuditTrail:
     def record(self, task_id: str, kind: str, **data: Any) -> None:
         """Queue one change for writing; returns at once."""
         self._ensure_thread()
-        self._queue.put(AuditRecord(task_id, kind, time.time(), data))
+        rec = AuditRecord(task_id, kind, time.time(), data)
+        with self._cond:
+            self._pending.append(rec)
+            n = len(self._pending)
+            if n == 1 or n >= self.max_batch:
+                self._cond.notify()
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Block until every record queued so far is on disk."""
         marker = _Flush()
         self._ensure_thread()
-        self._queue.put(marker)
+        with self._cond:
+            self._pending.append(marker)
+            self._urgent = True
+            self._cond.notify()
         return marker.done.wait(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -87,12 +97,15 @@ class AuditTrail:
         thread = self._thread
         if thread is None:
             return
-        self._queue.put(None)
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
         thread.join(timeout)
         if thread.is_alive():
             logger.error("audit: writer did not finish within %.1fs", timeout)
             return
         self._thread = None
+        self._closing = False
 
     @property
     def segment(self) -> Path | None:
@@ -111,37 +124,23 @@ class AuditTrail:
 
     def _run(self) -> None:
         try:
-            stop = False
-            while not stop:
-                first = self._queue.get()
-                if first is None:
-                    break
-                batch = [first]
-                deadline = time.monotonic() + self.flush_interval
-                while len(batch) < self.max_batch:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    try:
-                        item = self._queue.get(timeout=left)
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stop = True
-                        break
-                    batch.append(item)
-                    if isinstance(item, _Flush):
-                        break
-                self._write_batch(batch)
-            rest: list[AuditRecord | _Flush] = []
             while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not None:
-                    rest.append(item)
-            self._write_batch(rest)
+                with self._cond:
+                    self._cond.wait_for(lambda: bool(self._pending) or self._closing)
+                    if not self._pending:
+                        return
+                    # Let the batch gather for up to flush_interval.
+                    self._cond.wait_for(
+                        lambda: (
+                            self._urgent
+                            or self._closing
+                            or len(self._pending) >= self.max_batch
+                        ),
+                        timeout=self.flush_interval,
+                    )
+                    batch, self._pending = self._pending, []
+                    self._urgent = False
+                self._write_batch(batch)
         finally:
             self._close_segment()
 
@@ -164,7 +163,7 @@ class AuditTrail:
             body = {"task_id": rec.task_id, "kind": rec.kind, "at": rec.at}
             body.update(rec.data)
             try:
-                lines.append(json.dumps(body, ensure_ascii=False, default=str))
+                lines.append(json.dumps(body, ensure_ascii=False, default=_encode))
             except (TypeError, ValueError) as err:
                 self.failures += 1
                 logger.error(
@@ -242,6 +241,15 @@ class AuditTrail:
 
     def task_ids(self) -> set[str]:
         return {str(r["task_id"]) for r in self.records() if "task_id" in r}
+
+
+def _encode(value: object) -> object:
+    """JSON for what json cannot encode itself: pydantic models (encoded here,
+    in the writer thread, rather than on the caller's event loop), else str."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    return str(value)
 
 
 def _complete_records(data: bytes) -> Iterator[dict[str, Any]]:

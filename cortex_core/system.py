@@ -92,9 +92,7 @@ class Services:
         results = await self.queue.enqueue_many(tasks)
         for task, (task_id, created) in zip(tasks, results, strict=True):
             if created:
-                self.audit.record(
-                    task_id, "enqueued", task=task.model_dump(mode="json")
-                )
+                self.audit.record(task_id, "enqueued", task=task)
         return results
 
     async def close(self) -> None:

@@ -299,7 +299,7 @@ class Worker:
         self.info.tokens += result.total_tokens
         if recorded:
             self.info.done += 1
-            self._audit(tid, "done", worker=self.worker_id, result=result.model_dump())
+            self._audit(tid, "done", worker=self.worker_id, result=result)
             logger.debug("task %s: done in %.2fs", tid, result.seconds)
         else:
             logger.warning(

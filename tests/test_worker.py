@@ -499,3 +499,25 @@ async def test_sigkill_loses_nothing(
     depths = await services.queue.depths()
     assert (depths.total_pending, depths.in_flight, depths.dead) == (0, 0, 0)
     assert json.loads(record.payload)["id"] == task.id
+
+
+async def test_audit_trail_holds_each_state_change_with_task_and_result(
+    services: Services,
+) -> None:
+    """The audit trail has enqueued (with the task), claimed and done (with
+    the result) for a task a worker ran."""
+    task = make_task("security")
+    await services.enqueue([task])
+    worker = make_worker(services)
+    async with running(worker):
+        await wait_for(
+            lambda: all_in_state(services, [task.id], "done"), "the task to be done"
+        )
+    assert services.audit.flush(timeout=10)
+    history = services.audit.history(task.id)
+    assert [r["kind"] for r in history] == ["enqueued", "claimed", "done"]
+    assert history[0]["task"]["query"] == task.query
+    assert history[0]["task"]["priority"] == "high"
+    result = history[2]["result"]
+    assert result["simulated"] is True
+    assert result["input_tokens"] > 0 and result["output_tokens"] > 0
