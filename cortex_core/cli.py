@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -116,6 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (| head); say nothing more.
+        with contextlib.suppress(OSError):
+            sys.stdout.close()
+        return 141
 
 
 async def _dispatch(args: argparse.Namespace) -> int:

@@ -6,14 +6,14 @@ import random
 
 from cortex_core.models import KNOWN_CATEGORIES, Priority, Task
 
-#: Priorities of the reference run's 50 tasks.
+#: Priorities of the reference run as published (they add up to 48 of its 50).
 REFERENCE_PRIORITIES = {
     Priority.CRITICAL: 12,
     Priority.HIGH: 12,
     Priority.MEDIUM: 11,
     Priority.LOW: 13,
 }
-REFERENCE_TASKS = sum(REFERENCE_PRIORITIES.values())
+REFERENCE_TASKS = 50
 QUERY = (
     "Analyze cluster health for {category} domain. Check pod status, "
     "resource usage, and service availability."
@@ -37,10 +37,12 @@ def reference_tasks(
     seed: int | None = None,
     max_attempts: int = 3,
 ) -> list[Task]:
-    """``count`` tasks in the reference mix, shuffled.
+    """``count`` tasks in the reference mix, shuffled: 10 of each category at
+    50, and priorities in the published proportions.
 
-    At 50 this is exactly the published run: critical 12, high 12, medium 11,
-    low 13, and 10 of each category. Other counts keep the proportions.
+    The published counts (critical 12, high 12, medium 11, low 13) add up to
+    48, not 50; the two left over go by largest remainder of the same
+    proportions, so 50 tasks are critical 13, high 12, medium 11, low 14.
     """
     rng = random.Random(seed)
     prio_counts = _spread(count, list(REFERENCE_PRIORITIES.values()))

@@ -48,3 +48,50 @@ async def test_enqueue_through_the_console_shows_up_in_the_queue(
             await pilot.press("r")  # requeue a pending task: the system refuses
             await settle(pilot)
             assert notes[-1].severity == "error"
+
+
+async def test_r_requeues_a_dead_task_through_the_real_queue(
+    settings: Settings,
+) -> None:
+    """A task dead-lettered in Redis goes back to its queue when r is pressed
+    on its row."""
+    async with System.open(settings, start_workers=False) as system:
+        queue = system.services.queue
+        [task_id] = await system.control.enqueue("list pods", "cicd", Priority.LOW)
+        claim = await queue.claim("test", 5000)
+        assert claim is not None and claim.task_id == task_id
+        assert await queue.fail(claim, "model: refused", retryable=False) == "dead"
+        app = CortexApp(system.control, refresh_seconds=3600, tz=UTC)
+        notes = record_notifications(app)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            log = app.screen.query_one(TaskLog)
+            assert log.selected_task_id == task_id  # the dead event is newest
+            await pilot.press("r")  # requeue the dead task under the cursor
+            await settle(pilot)
+            assert notes[-1].severity == "information"
+        record = await queue.get(task_id)
+        assert (record.state, record.attempts) == ("pending", 0)
+
+
+async def test_minus_to_zero_asks_then_sets_the_desired_count(
+    settings: Settings,
+) -> None:
+    """With one local worker, - asks before going to 0, and y sets the count
+    the supervisor reads from Redis."""
+    one = settings.replace(workers=1)
+    async with System.open(one, start_workers=True) as system:
+        backend = system.backend
+        assert backend is not None
+        app = CortexApp(system.control, refresh_seconds=3600, tz=UTC)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press("minus")  # one fewer: 1 -> 0 needs a yes
+            await settle(pilot)
+            assert await backend.read_desired() == 1
+            await pilot.press("y")  # confirm scaling to zero
+            await settle(pilot)
+            assert await backend.read_desired() == 0
+            await pilot.press("plus")  # and back to one
+            await settle(pilot)
+            assert await backend.read_desired() == 1
