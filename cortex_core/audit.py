@@ -41,6 +41,13 @@ class AuditRecord:
     data: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class RawJSON:
+    """A value that is already JSON text (one line), written as it is."""
+
+    text: bytes
+
+
 class _Flush:
     def __init__(self) -> None:
         self.done = threading.Event()
@@ -161,10 +168,18 @@ class AuditTrail:
         lines = []
         for rec in records:
             body = {"task_id": rec.task_id, "kind": rec.kind, "at": rec.at}
-            body.update(rec.data)
+            raw = {k: v for k, v in rec.data.items() if isinstance(v, RawJSON)}
+            body.update((k, v) for k, v in rec.data.items() if k not in raw)
             try:
-                lines.append(json.dumps(body, ensure_ascii=False, default=_encode))
-            except (TypeError, ValueError) as err:
+                line = json.dumps(body, ensure_ascii=False, default=_encode)
+                if raw:
+                    extra = "".join(
+                        f", {json.dumps(k)}: {v.text.decode('utf-8')}"
+                        for k, v in raw.items()
+                    )
+                    line = line[:-1] + extra + "}"
+                lines.append(line)
+            except (TypeError, ValueError, UnicodeDecodeError) as err:
                 self.failures += 1
                 logger.error(
                     "audit: task %s: %s record not encodable (%s); skipped",

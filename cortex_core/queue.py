@@ -134,13 +134,21 @@ class TaskQueue:
         """
         return (await self.enqueue_many([task]))[0]
 
-    async def enqueue_many(self, tasks: Sequence[Task]) -> list[tuple[str, bool]]:
-        """Enqueue several tasks in one round trip, each atomically."""
+    async def enqueue_many(
+        self, tasks: Sequence[Task], payloads: Sequence[bytes] | None = None
+    ) -> list[tuple[str, bool]]:
+        """Enqueue several tasks in one round trip, each atomically.
+
+        ``payloads``, when given, are the tasks' ``to_json()``, made once by a
+        caller that needs them too.
+        """
         if not tasks:
             return []
+        if payloads is None:
+            payloads = [t.to_json() for t in tasks]
         async with self.client.pipeline(transaction=False) as pipe:
-            for task in tasks:
-                keys, args = self._enqueue_call(task)
+            for task, payload in zip(tasks, payloads, strict=True):
+                keys, args = self._enqueue_call(task, payload)
                 await self._enqueue(keys, args, client=pipe)
             replies = await pipe.execute()
         results = []
@@ -155,7 +163,7 @@ class TaskQueue:
                 )
         return results
 
-    def _enqueue_call(self, task: Task) -> tuple[list[str], list[Any]]:
+    def _enqueue_call(self, task: Task, payload: bytes) -> tuple[list[str], list[Any]]:
         tkey = self.keys.task(task.id)
         idem = task.idempotency_key
         keys = [
@@ -167,7 +175,7 @@ class TaskQueue:
         ]
         args: list[Any] = [
             task.id,
-            task.to_json(),
+            payload,
             str(task.priority),
             task.category,
             task.max_attempts,

@@ -17,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from cortex_core import connection
-from cortex_core.audit import AuditTrail
+from cortex_core.audit import AuditTrail, RawJSON
 from cortex_core.backends.local import LocalBackend
 from cortex_core.config import Settings
 from cortex_core.embedded import EmbeddedRedis
@@ -89,10 +89,11 @@ class Services:
 
     async def enqueue(self, tasks: list[Task]) -> list[tuple[str, bool]]:
         """Enqueue and write each new task to the audit trail."""
-        results = await self.queue.enqueue_many(tasks)
-        for task, (task_id, created) in zip(tasks, results, strict=True):
+        payloads = [t.to_json() for t in tasks]
+        results = await self.queue.enqueue_many(tasks, payloads)
+        for payload, (task_id, created) in zip(payloads, results, strict=True):
             if created:
-                self.audit.record(task_id, "enqueued", task=task)
+                self.audit.record(task_id, "enqueued", task=RawJSON(payload))
         return results
 
     async def close(self) -> None:
