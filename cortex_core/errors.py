@@ -33,3 +33,11 @@ class EmbeddedRedisError(CortexError):
 
 class BackendError(CortexError):
     """A worker backend could not start, stop or scale workers."""
+
+
+class ClusterError(CortexError):
+    """A Kubernetes API call failed; the message names verb, resource and RBAC."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from cortex_core.config import Settings
 from cortex_core.embedded import EmbeddedRedis
 from cortex_core.system import Services
+from tests.fakes.kube_api import FakeKubeAPI
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +79,16 @@ async def raw_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url, decode_responses=False)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def kube_api() -> Iterator[FakeKubeAPI]:
+    """A fake Kubernetes API on 127.0.0.1 with an ephemeral port."""
+    fake = FakeKubeAPI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def kubeconfig(kube_api: FakeKubeAPI, tmp_path: Path) -> Path:
+    return kube_api.write_kubeconfig(tmp_path / "kubeconfig")
