@@ -15,11 +15,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from cortex_core.backends.local import MAX_WORKERS, LocalBackend
+from cortex_core.backends.kubernetes import MAX_REPLICAS, KubernetesBackend
+from cortex_core.backends.local import LocalBackend
 from cortex_core.config import Settings, parse_latency
 from cortex_core.errors import CortexError
 from cortex_core.executor import SimulatedExecutor
 from cortex_core.models import PRIORITIES, Priority, Task
+from cortex_core.snapshot import Header
 from cortex_core.system import Services, System
 from cortex_core.worker import Worker
 
@@ -35,6 +37,10 @@ _SETTING_FLAGS: list[tuple[str, str, type, str]] = [
     ("--lease-seconds", "lease_seconds", float, "lease before a task returns"),
     ("--max-attempts", "max_attempts", int, "attempts before dead-lettering"),
     ("--log-level", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
+    ("--backend", "backend", str, "who runs the workers: local or kubernetes"),
+    ("--kubeconfig", "kubeconfig", str, "kubeconfig file (kubernetes backend)"),
+    ("--kube-context", "kube_context", str, "kubeconfig context"),
+    ("--kube-namespace", "kube_namespace", str, "namespace of the workers"),
 ]
 
 
@@ -71,8 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("task_id", nargs="?")
     group.add_argument("--all", action="store_true", help="every dead task")
 
-    p = sub.add_parser("scale", parents=[common], help="set the local worker count")
+    p = sub.add_parser("scale", parents=[common], help="set the worker count")
     p.add_argument("count", help="N, +N or -N")
+    p.add_argument("--yes", action="store_true", help="confirm scaling to 0")
+
+    sub.add_parser(
+        "unpin", parents=[common], help="hand the worker count back to the autoscaler"
+    )
 
     p = sub.add_parser("pause", parents=[common], help="stop claims")
     p.add_argument("priority", nargs="?", choices=[str(x) for x in PRIORITIES])
@@ -164,7 +175,11 @@ async def _dispatch(args: argparse.Namespace) -> int:
                 print(f"requeued {args.task_id}")
             return 0
         if command == "scale":
-            return await _scale(system, *scale)
+            return await _scale(system, *scale, confirmed=args.yes)
+        if command == "unpin":
+            owner = await system.control.release_pin()
+            print(f"released: the worker count belongs to {owner} again")
+            return 0
         if command in ("pause", "resume"):
             prio = Priority(args.priority) if args.priority else None
             await (
@@ -236,6 +251,7 @@ async def _status(system: System, as_json: bool) -> int:
                     "namespace": snap.header.namespace,
                     "simulated": snap.header.simulated,
                     "notices": list(snap.notices),
+                    "kubernetes": _kube_status(snap.header),
                     "pending": {str(p): n for p, n in q.pending.items()},
                     "in_flight": q.in_flight,
                     "dead": q.dead,
@@ -249,6 +265,12 @@ async def _status(system: System, as_json: bool) -> int:
         return 0
     model = "simulated model" if snap.header.simulated else "claude"
     print(f"redis {snap.header.redis}  namespace {snap.header.namespace}  {model}")
+    h = snap.header
+    if h.kube_context is not None:
+        print(
+            f"kubernetes context {h.kube_context}  namespace {h.kube_namespace}  "
+            f"workers {h.desired_workers}  autoscaler {h.autoscaler}"
+        )
     for notice in snap.notices:
         print(f"warning: {notice}")
     print(
@@ -258,13 +280,26 @@ async def _status(system: System, as_json: bool) -> int:
         + (f"  paused={','.join(sorted(q.paused))}" if q.paused else "")
     )
     for w in snap.workers:
+        where = f"node={w.node}" if w.node else f"pid={w.pid}"
         print(
-            f"worker {w.name} {w.state} pid={w.pid} tasks={len(w.current)} "
+            f"worker {w.name} {w.state} {where} tasks={len(w.current)} "
             f"done={w.done} failed={w.failed}"
         )
     if not snap.workers:
         print("no workers are sending heartbeats")
     return 0
+
+
+def _kube_status(h: Header) -> dict[str, object] | None:
+    if h.kube_context is None:
+        return None
+    return {
+        "context": h.kube_context,
+        "namespace": h.kube_namespace,
+        "desired": h.desired_workers,
+        "autoscaler": h.autoscaler,
+        "pinned": h.pinned,
+    }
 
 
 def _parse_scale(text: str) -> tuple[bool, int]:
@@ -274,13 +309,32 @@ def _parse_scale(text: str) -> tuple[bool, int]:
     except ValueError as err:
         raise CortexError(f"scale: expected N, +N or -N, got {text!r}") from err
     relative = text.startswith(("+", "-"))
-    if not relative and not 0 <= number <= MAX_WORKERS:
-        raise CortexError(f"scale: between 0 and {MAX_WORKERS} workers, got {number}")
+    if not relative and not 0 <= number <= MAX_REPLICAS:
+        raise CortexError(f"scale: between 0 and {MAX_REPLICAS} workers, got {number}")
     return relative, number
 
 
-async def _scale(system: System, relative: bool, number: int) -> int:
+async def _scale(
+    system: System, relative: bool, number: int, *, confirmed: bool
+) -> int:
     sv = system.services
+    if isinstance(system.backend, KubernetesBackend):
+        kube = system.backend
+        view = await kube.refresh()
+        if view.desired is None:
+            raise CortexError(view.error or "kubernetes: the worker count is unknown")
+        pinned = view.autoscaler.pinned if view.autoscaler else None
+        current = pinned if pinned is not None else view.desired
+        target = current + number if relative else number
+        if target == 0 and not confirmed:
+            raise CortexError(
+                "scale: 0 stops every worker pod; run again with --yes to confirm"
+            )
+        count = await kube.set_desired(target, view=view)
+        owner = kube.last.autoscaler
+        how = f" (pinned: {owner.describe()})" if owner is not None else ""
+        print(f"desired workers: {count}{how}")
+        return 0
     backend = LocalBackend(
         sv.settings, redis_url=sv.url, client=sv.client, keys=sv.keys
     )

@@ -23,6 +23,8 @@ ENV_PREFIX = "CORTEX_"
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 EXECUTORS = ("simulated",)
+BACKENDS = ("local", "kubernetes")
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,21 @@ class Settings:
     """Approximate length the task event stream is capped at."""
     log_level: str = "INFO"
     """Level for the process's own log."""
+    backend: str = "local"
+    """Who runs the workers: ``local`` processes or a ``kubernetes`` Deployment."""
+    kubeconfig: Path | None = None
+    """Kubeconfig file; None: ``KUBECONFIG``, ``~/.kube/config``, else in-cluster."""
+    kube_context: str | None = None
+    """Kubeconfig context; None: the current one."""
+    kube_namespace: str | None = None
+    """Namespace of the worker Deployment; None: the context's, else ``default``."""
+    worker_deployment: str = "cortex-worker"
+    """Name of the worker Deployment the kubernetes backend reads and scales."""
+    kube_timeout_seconds: float = 10.0
+    """Longest wait for one Kubernetes API call."""
+    tool_namespaces: str = ""
+    """Namespaces the cluster tools may read, comma-separated; ``*`` for all;
+    empty: only the worker Deployment's namespace."""
 
     # Derived paths -------------------------------------------------------
 
@@ -155,6 +172,38 @@ class Settings:
         _require(self.event_stream_length, "event_stream_length", 100, 10_000_000)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("log_level: one of DEBUG, INFO, WARNING, ERROR")
+        self._validate_kubernetes()
+
+    def _validate_kubernetes(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(
+                f"backend: one of {', '.join(BACKENDS)}, got {self.backend!r}"
+            )
+        if self.kube_namespace is not None and not _DNS_LABEL_RE.fullmatch(
+            self.kube_namespace
+        ):
+            raise ConfigError(
+                "kube_namespace: a DNS label (lowercase letters, digits, '-'), "
+                f"got {self.kube_namespace!r}"
+            )
+        if not _DNS_LABEL_RE.fullmatch(self.worker_deployment):
+            raise ConfigError(
+                "worker_deployment: a DNS label (lowercase letters, digits, '-'), "
+                f"got {self.worker_deployment!r}"
+            )
+        _require(self.kube_timeout_seconds, "kube_timeout_seconds", 0.1, 300.0)
+        for ns in self.tool_namespace_list(default=""):
+            if ns != "*" and not _DNS_LABEL_RE.fullmatch(ns):
+                raise ConfigError(
+                    f"tool_namespaces: {ns!r} is not a namespace name (or '*')"
+                )
+
+    def tool_namespace_list(self, *, default: str) -> tuple[str, ...]:
+        """The namespaces the cluster tools may read; ``default`` if none set."""
+        names = [n.strip() for n in self.tool_namespaces.split(",") if n.strip()]
+        if not names and default:
+            names = [default]
+        return tuple(names)
 
     def redis_display(self) -> str:
         """The Redis target as it may be shown: never with its password."""

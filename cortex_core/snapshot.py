@@ -25,6 +25,14 @@ class Header:
     backend: str
     """Who runs the workers: ``local`` or ``kubernetes``."""
     desired_workers: int | None = None
+    kube_context: str | None = None
+    """Cluster mode: the kubeconfig context (``in-cluster`` inside a pod)."""
+    kube_namespace: str | None = None
+    """Cluster mode: the namespace of the worker Deployment."""
+    autoscaler: str | None = None
+    """Cluster mode: who else owns the worker count, and its pin if any."""
+    pinned: int | None = None
+    """The count a manual scale pinned the autoscaler at, until released."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,10 @@ class WorkerRow:
     failed: int = 0
     tokens: int = 0
     started_at: float | None = None
+    node: str = ""
+    """Cluster mode: the node the pod runs on."""
+    restarts: int | None = None
+    """Cluster mode: container restarts of the pod."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,11 @@ class Control(Protocol):
 
     async def scale(self, delta: int) -> int:
         """Change the worker count by ``delta``; return the new desired count."""
+        ...
+
+    async def release_pin(self) -> str:
+        """Hand the worker count back to the autoscaler; say what now owns it.
+        Raise BackendError when nothing is pinned."""
         ...
 
     async def close(self) -> None: ...

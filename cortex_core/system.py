@@ -18,7 +18,9 @@ from redis.exceptions import TimeoutError as RedisTimeout
 
 from cortex_core import connection
 from cortex_core.audit import AuditTrail, RawJSON
+from cortex_core.backends.kubernetes import ClusterView, KubernetesBackend
 from cortex_core.backends.local import LocalBackend
+from cortex_core.cluster.api import ClusterAPI
 from cortex_core.config import Settings
 from cortex_core.embedded import EmbeddedRedis
 from cortex_core.errors import BackendError, RedisUnavailable
@@ -104,10 +106,13 @@ class Services:
 class ControlPlane:
     """The console's way into the system (implements ``snapshot.Control``)."""
 
-    def __init__(self, services: Services, backend: LocalBackend | None) -> None:
+    def __init__(
+        self, services: Services, backend: LocalBackend | KubernetesBackend | None
+    ) -> None:
         self.services = services
         self.backend = backend
         s = services.settings
+        kube = backend if isinstance(backend, KubernetesBackend) else None
         self._header = Header(
             mode="embedded" if s.embedded else "cluster",
             redis=s.redis_display(),
@@ -116,6 +121,8 @@ class ControlPlane:
             token_limit=s.tokens_per_minute,
             backend=backend.kind if backend is not None else "none",
             desired_workers=backend.desired if backend is not None else None,
+            kube_context=kube.api.target.context if kube else None,
+            kube_namespace=kube.namespace if kube else None,
         )
         self._last: Snapshot | None = None
         policy = services.server_info.get("maxmemory_policy", "unknown")
@@ -138,7 +145,9 @@ class ControlPlane:
             ends_at, series = await sv.limiter.series()
             events = await sv.queue.events(count=log_limit)
             desired = (
-                await self.backend.read_desired() if self.backend is not None else None
+                await self.backend.read_desired()
+                if isinstance(self.backend, LocalBackend)
+                else None
             )
         except (OSError, ConnectionError, aioredis.RedisError) as err:
             unreachable = isinstance(
@@ -157,11 +166,20 @@ class ControlPlane:
                 error=error,
             )
         header = Header(**{**self._header.__dict__, "desired_workers": desired})
+        notices = self._notices
+        if isinstance(self.backend, KubernetesBackend):
+            view = await self.backend.view()
+            header = _cluster_header(header, view)
+            workers = _pod_rows(view, beats)
+            if view.error:
+                notices = (*notices, view.error)
+        else:
+            workers = self._worker_rows(beats)
         snap = Snapshot(
             taken_at=time.time(),
             header=header,
             queues=depths,
-            workers=self._worker_rows(beats),
+            workers=workers,
             tokens=TokenSeries(
                 bucket_seconds=5,
                 ends_at=ends_at,
@@ -169,7 +187,7 @@ class ControlPlane:
                 limit=sv.settings.tokens_per_minute,
             ),
             log=[e.to_log_entry() for e in events],
-            notices=self._notices,
+            notices=notices,
         )
         self._last = snap
         return snap
@@ -177,7 +195,7 @@ class ControlPlane:
     def _worker_rows(self, beats: list[WorkerInfo]) -> list[WorkerRow]:
         by_id = {b.worker_id: b for b in beats}
         rows: list[WorkerRow] = []
-        if self.backend is not None:
+        if isinstance(self.backend, LocalBackend):
             for proc in self.backend.rows():
                 beat = by_id.pop(proc.name, None)
                 state = proc.state
@@ -200,22 +218,7 @@ class ControlPlane:
                         started_at=proc.started_at,
                     )
                 )
-        for beat in sorted(by_id.values(), key=lambda b: b.worker_id):
-            rows.append(
-                WorkerRow(
-                    name=beat.worker_id,
-                    state=beat.state,
-                    host=beat.host,
-                    pid=beat.pid,
-                    cpu_percent=beat.cpu_percent,
-                    rss_bytes=beat.rss_bytes,
-                    current=tuple(beat.current),
-                    done=beat.done,
-                    failed=beat.failed,
-                    tokens=beat.tokens,
-                    started_at=beat.started_at,
-                )
-            )
+        rows.extend(_beat_rows(by_id))
         return rows
 
     async def enqueue(
@@ -245,8 +248,79 @@ class ControlPlane:
             raise BackendError("no worker backend: this console cannot scale workers")
         return await self.backend.scale(delta)
 
+    async def release_pin(self) -> str:
+        if not isinstance(self.backend, KubernetesBackend):
+            raise BackendError("only the kubernetes backend pins an autoscaler")
+        return await self.backend.release_pin()
+
     async def close(self) -> None:
         return None
+
+
+def _beat_rows(by_id: dict[str, WorkerInfo]) -> list[WorkerRow]:
+    """Workers known only from their heartbeat, by id."""
+    return [
+        WorkerRow(
+            name=beat.worker_id,
+            state=beat.state,
+            host=beat.host,
+            pid=beat.pid,
+            cpu_percent=beat.cpu_percent,
+            rss_bytes=beat.rss_bytes,
+            current=tuple(beat.current),
+            done=beat.done,
+            failed=beat.failed,
+            tokens=beat.tokens,
+            started_at=beat.started_at,
+        )
+        for beat in sorted(by_id.values(), key=lambda b: b.worker_id)
+    ]
+
+
+def _cluster_header(header: Header, view: ClusterView) -> Header:
+    owner = view.autoscaler
+    pinned = owner.pinned if owner is not None else None
+    desired = pinned if pinned is not None else view.desired
+    return Header(
+        **{
+            **header.__dict__,
+            "desired_workers": desired,
+            "autoscaler": owner.describe() if owner is not None else "none",
+            "pinned": pinned,
+        }
+    )
+
+
+def _pod_rows(view: ClusterView, beats: list[WorkerInfo]) -> list[WorkerRow]:
+    """The worker pods joined with the heartbeats of the workers in them (by
+    pod name, which the manifests pass as the worker id, or by host name)."""
+    by_id = {b.worker_id: b for b in beats}
+    by_host = {b.host: b.worker_id for b in beats}
+    rows: list[WorkerRow] = []
+    for pod in view.pods:
+        key = pod.name if pod.name in by_id else by_host.get(pod.name, "")
+        beat = by_id.pop(key, None)
+        state = pod.state
+        if beat is not None and state == "running" and beat.state != "running":
+            state = beat.state
+        rows.append(
+            WorkerRow(
+                name=pod.name,
+                state=state,
+                host=pod.node,
+                cpu_percent=pod.cpu_percent,
+                rss_bytes=pod.memory_bytes,
+                current=tuple(beat.current) if beat else (),
+                done=beat.done if beat else 0,
+                failed=beat.failed if beat else 0,
+                tokens=beat.tokens if beat else 0,
+                started_at=pod.started_at,
+                node=pod.node,
+                restarts=pod.restarts,
+            )
+        )
+    rows.extend(_beat_rows(by_id))
+    return rows
 
 
 class System:
@@ -257,7 +331,7 @@ class System:
         settings: Settings,
         services: Services,
         embedded: EmbeddedRedis | None,
-        backend: LocalBackend | None,
+        backend: LocalBackend | KubernetesBackend | None,
     ) -> None:
         self.settings = settings
         self.services = services
@@ -283,9 +357,17 @@ class System:
             if embedded is not None:
                 embedded.stop()
             raise
-        backend = None
+        backend: LocalBackend | KubernetesBackend | None = None
         supervise = False
-        if start_workers:
+        if settings.backend == "kubernetes":
+            try:
+                backend = await kubernetes_backend(settings)
+            except BaseException:
+                await services.close()
+                if embedded is not None:
+                    embedded.stop()
+                raise
+        elif start_workers:
             backend = LocalBackend(
                 settings, redis_url=url, client=services.client, keys=services.keys
             )
@@ -298,8 +380,11 @@ class System:
                 await backend.set_desired(settings.workers)
                 supervise = True
         system = cls(settings, services, embedded, backend)
-        if backend is not None and supervise:
+        if isinstance(backend, LocalBackend) and supervise:
             system._spawn(backend.supervise())
+        if isinstance(backend, KubernetesBackend) and start_workers:
+            # The console watches the pods; one-shot commands look once.
+            system._spawn(backend.poll())
         try:
             yield system
         finally:
@@ -343,3 +428,15 @@ class System:
         await self.services.close()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
+
+
+async def kubernetes_backend(settings: Settings) -> KubernetesBackend:
+    """The worker Deployment's backend, connected as the settings say."""
+    api = await asyncio.to_thread(
+        ClusterAPI.connect,
+        kubeconfig=settings.kubeconfig,
+        context=settings.kube_context,
+        namespace=settings.kube_namespace,
+        timeout=settings.kube_timeout_seconds,
+    )
+    return KubernetesBackend(settings, api)
