@@ -29,7 +29,12 @@ logger = logging.getLogger(__name__)
 
 #: Flags shared by every subcommand, mapped onto Settings fields.
 _SETTING_FLAGS: list[tuple[str, str, type, str]] = [
-    ("--redis-url", "redis_url", str, "Redis URL (redis://, rediss://, unix://)"),
+    (
+        "--redis-url",
+        "redis_url",
+        str,
+        "Redis URL (redis://, rediss://, unix://, redis+sentinel://)",
+    ),
     ("--namespace", "namespace", str, "hash tag shared by every key"),
     ("--data-dir", "data_dir", str, "folder for embedded Redis, audit trail, logs"),
     ("--tokens-per-minute", "tokens_per_minute", int, "shared token budget"),

@@ -18,10 +18,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cortex_core.errors import ConfigError
+from cortex_core.redis_url import SENTINEL_SCHEMES, is_sentinel, parse_sentinel
 
 ENV_PREFIX = "CORTEX_"
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_REDIS_SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
 EXECUTORS = ("simulated",)
 BACKENDS = ("local", "kubernetes")
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -145,6 +146,8 @@ class Settings:
                     f"redis_url: scheme must be one of {', '.join(_REDIS_SCHEMES)},"
                     f" got {scheme or 'none'!r}"
                 )
+            if is_sentinel(self.redis_url):
+                parse_sentinel(self.redis_url)
         if not _NAMESPACE_RE.fullmatch(self.namespace):
             raise ConfigError(
                 "namespace: 1 to 64 characters of letters, digits, _ . : -"

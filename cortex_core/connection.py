@@ -7,6 +7,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import (
     AuthenticationError,
@@ -21,6 +22,7 @@ from redis.exceptions import (
 
 from cortex_core.config import redact_url
 from cortex_core.errors import RedisUnavailable
+from cortex_core.redis_url import is_sentinel, parse_sentinel
 
 logger = logging.getLogger(__name__)
 
@@ -30,17 +32,61 @@ CONNECT_TIMEOUT = 3.0
 
 
 def connect(url: str, *, name: str = "cortex") -> aioredis.Redis:
-    """A client for ``url`` that returns bytes and bounds every wait."""
-    return aioredis.Redis.from_url(
-        url,
-        decode_responses=False,
-        socket_timeout=COMMAND_TIMEOUT,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        health_check_interval=15,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 2),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        client_name=name,
+    """A client for ``url`` that returns bytes and bounds every wait.
+
+    ``redis://``, ``rediss://`` (TLS) and ``unix://`` go to redis-py as they
+    are; a Sentinel URL (see :mod:`cortex_core.redis_url`) gives a client of
+    the master the Sentinels name, found again after a failover.
+    """
+    options: dict[str, Any] = {
+        "decode_responses": False,
+        "socket_timeout": COMMAND_TIMEOUT,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "health_check_interval": 15,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 2),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "client_name": name,
+    }
+    if is_sentinel(url):
+        return _sentinel_master(url, options)
+    return aioredis.Redis.from_url(url, **options)
+
+
+class _SentinelMaster(aioredis.Redis):
+    """A master client that closes its Sentinel connections with its own."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        for client in getattr(manager, "sentinels", ()):
+            await client.aclose()
+
+
+def _sentinel_master(url: str, options: dict[str, Any]) -> aioredis.Redis:
+    target = parse_sentinel(url)
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_timeout": CONNECT_TIMEOUT,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+    }
+    if target.sentinel_password is not None:
+        sentinel_kwargs["password"] = target.sentinel_password
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)
+    logger.info(
+        "redis: master %s through %d sentinel(s)",
+        target.master,
+        len(target.sentinels),
     )
+    options.pop("health_check_interval")
+    master: aioredis.Redis = sentinel.master_for(
+        target.master,
+        redis_class=_SentinelMaster,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        **options,
+    )
+    return master
 
 
 async def check(client: aioredis.Redis, url: str) -> dict[str, str]:
