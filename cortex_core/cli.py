@@ -21,6 +21,7 @@ from cortex_core.config import Settings, parse_latency
 from cortex_core.errors import CortexError
 from cortex_core.executor import SimulatedExecutor
 from cortex_core.models import PRIORITIES, Priority, Task
+from cortex_core.probe import ProbeServer
 from cortex_core.snapshot import Header
 from cortex_core.system import Services, System
 from cortex_core.worker import Worker
@@ -213,7 +214,20 @@ async def _worker(settings: Settings, name: str | None) -> int:
             shutdown_grace=settings.shutdown_grace_seconds,
         )
         worker.install_signal_handlers()
-        await worker.run()
+        probe = None
+        if settings.metrics_port:
+            probe = ProbeServer(
+                worker,
+                sv.queue,
+                host=settings.metrics_host,
+                port=settings.metrics_port,
+            )
+            await probe.start()
+        try:
+            await worker.run()
+        finally:
+            if probe is not None:
+                await probe.close()
     return 0
 
 

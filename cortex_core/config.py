@@ -78,6 +78,10 @@ class Settings:
     """Name of the worker Deployment the kubernetes backend reads and scales."""
     kube_timeout_seconds: float = 10.0
     """Longest wait for one Kubernetes API call."""
+    metrics_port: int = 0
+    """Worker port for /healthz, /readyz and /metrics; 0: none."""
+    metrics_host: str = "127.0.0.1"
+    """Address the worker's probe port listens on (``0.0.0.0`` in a pod)."""
     tool_namespaces: str = ""
     """Namespaces the cluster tools may read, comma-separated; ``*`` for all;
     empty: only the worker Deployment's namespace."""
@@ -195,6 +199,7 @@ class Settings:
                 f"got {self.worker_deployment!r}"
             )
         _require(self.kube_timeout_seconds, "kube_timeout_seconds", 0.1, 300.0)
+        _require(self.metrics_port, "metrics_port", 0, 65535)
         for ns in self.tool_namespace_list(default=""):
             if ns != "*" and not _DNS_LABEL_RE.fullmatch(ns):
                 raise ConfigError(

@@ -105,6 +105,10 @@ class Worker:
         self._slot_free = asyncio.Event()
         self._process = psutil.Process()
         self._process.cpu_percent(None)
+        self.last_beat_ok: float | None = None
+        """Monotonic time of the last heartbeat Redis took (probes read it)."""
+        self.loops: list[asyncio.Task[None]] = []
+        """The claim and housekeeping loops while ``run`` runs."""
 
     # Lifecycle ---------------------------------------------------------------
 
@@ -145,10 +149,13 @@ class Worker:
                 self._every(self.reap_interval, self._reap, "reaper", jitter=True)
             ),
         ]
+        current = asyncio.current_task()
+        self.loops = [*helpers, *([current] if current is not None else [])]
         try:
             await self._claim_loop()
             await self._drain()
         finally:
+            self.loops = []
             for h in helpers:
                 h.cancel()
             _, stuck = await asyncio.wait(helpers, timeout=5.0)
@@ -388,6 +395,7 @@ class Worker:
         self.info.cpu_percent = self._process.cpu_percent(None)
         self.info.rss_bytes = self._process.memory_info().rss
         await self.heartbeats.beat(self.info)
+        self.last_beat_ok = time.monotonic()
 
     async def _renew(self) -> None:
         entries = list(self.running.values())
