@@ -5,6 +5,9 @@
   restarting the worker would not bring Redis back.
 - ``GET /readyz``: 200 while the worker claims tasks and Redis took its last
   heartbeat recently; 503 while it drains or cannot reach Redis.
+- ``GET /backlog``: JSON ``{"backlog": N, "pending": {...}, "in_flight": M}``
+  where N is every priority's pending tasks plus those in flight: what KEDA's
+  metrics-api trigger scales the workers on (the keda overlay).
 - ``GET /metrics``: Prometheus text: the worker's counters and the queue's
   depths (every worker reports the same depths; dashboards take the max).
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -107,6 +111,20 @@ async def metrics_text(worker: Worker, queue: TaskQueue) -> str:
     return "\n".join(lines) + "\n"
 
 
+async def backlog_json(queue: TaskQueue) -> tuple[int, str, str]:
+    """The whole backlog for an autoscaler: 200 and JSON, or 503 and why."""
+    try:
+        depths = await asyncio.wait_for(queue.depths(), _DEPTH_TIMEOUT)
+    except (RedisError, OSError, TimeoutError) as err:
+        return 503, f"queue depths unavailable: {type(err).__name__}\n", "text/plain"
+    body = {
+        "backlog": depths.total_pending + depths.in_flight,
+        "pending": {str(p): n for p, n in depths.pending.items()},
+        "in_flight": depths.in_flight,
+    }
+    return 200, json.dumps(body) + "\n", "application/json"
+
+
 def _gauge(name: str, help_: str, value: int) -> list[str]:
     return [f"# HELP {name} {help_}", f"# TYPE {name} gauge", f"{name} {value}"]
 
@@ -185,6 +203,8 @@ class ProbeServer:
                 liveness(self.worker) if path == "/healthz" else readiness(self.worker)
             )
             return (200 if health.ok else 503), health.reason + "\n", "text/plain"
+        if path == "/backlog":
+            return await backlog_json(self.queue)
         if path == "/metrics":
             text = await metrics_text(self.worker, self.queue)
             return 200, text, "text/plain; version=0.0.4"

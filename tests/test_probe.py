@@ -4,6 +4,7 @@ served on 127.0.0.1 and read over real HTTP."""
 from __future__ import annotations
 
 import asyncio
+import json
 import urllib.error
 import urllib.request
 
@@ -53,6 +54,13 @@ async def test_probes_follow_the_workers_state(services: Services) -> None:
             assert "cortex_queue_in_flight 1" in text
             assert "cortex_redis_up 1" in text
             assert 'cortex_worker_ready{worker="test-worker"} 1' in text
+            status, body = await get(port, "/backlog")
+            assert status == 200
+            assert json.loads(body) == {
+                "backlog": 3,
+                "pending": {"critical": 0, "high": 2, "medium": 0, "low": 0},
+                "in_flight": 1,
+            }
             worker.stop()
             status, body = await get(port, "/readyz")
             assert (status, body) == (503, "worker is draining\n")
