@@ -48,6 +48,17 @@ def mebibytes(rss_bytes: int | None) -> str:
     return MISSING if rss_bytes is None else f"{rss_bytes / 1_048_576:.0f}"
 
 
+def age(seconds: float | None) -> str:
+    """A pod's age as kubectl shows it: 45s, 12m, 5h, 3d."""
+    if seconds is None:
+        return MISSING
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
 def count(value: int) -> str:
     """A whole number with thousands separators."""
     return f"{value:,}"

@@ -68,6 +68,12 @@ class DashboardScreen(Screen[None]):
         Binding(
             "question_mark", "help", "Help", key_display="?", tooltip="Show this help"
         ),
+        Binding(
+            "u",
+            "release_pin",
+            "Release pin",
+            tooltip="Hand the worker count back to the autoscaler (cluster mode)",
+        ),
         Binding("q", "app.quit", "Quit", tooltip="Quit the console"),
     ]
     AUTO_FOCUS = "#log"
@@ -127,7 +133,9 @@ class DashboardScreen(Screen[None]):
         with Horizontal(id="top"):
             yield QueuePanel(id="queues")
             yield TokenGraph(id="tokens")
-        yield WorkerTable(id="workers")
+        yield WorkerTable(
+            id="workers", cluster=self._control.header.kube_context is not None
+        )
         yield TaskLog(tz=self._tz, id="log")
         yield Footer()
 
@@ -149,7 +157,9 @@ class DashboardScreen(Screen[None]):
         self._show_header(snapshot.header)
         self.query_one(QueuePanel).depths = snapshot.queues
         self.query_one(TokenGraph).series = snapshot.tokens
-        self.query_one(WorkerTable).worker_rows = tuple(snapshot.workers)
+        table = self.query_one(WorkerTable)
+        table.now = snapshot.taken_at
+        table.worker_rows = tuple(snapshot.workers)
         self.query_one(TaskLog).entries = tuple(snapshot.log)
         banner = self.query_one(Banner)
         banner.problem = self._problem_text(snapshot.error) if snapshot.error else ""
@@ -176,7 +186,47 @@ class DashboardScreen(Screen[None]):
             return
         self._requeue(task_id)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The pin release shows only while an autoscaler's count is pinned."""
+        if action == "release_pin":
+            return self._pinned_header() is not None
+        return True
+
+    def action_release_pin(self) -> None:
+        header = self._pinned_header()
+        if header is None:
+            return
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Release the pin at {header.pinned} workers? "
+                "The autoscaler sets the count again.",
+                yes="Release",
+            ),
+            lambda yes: self._release_pin() if yes else None,
+        )
+
+    def _pinned_header(self) -> Header | None:
+        header = self._last.header if self._last is not None else None
+        header = header or self._control.header
+        return header if header.pinned is not None else None
+
     def action_scale(self, delta: int) -> None:
+        header = self._last.header if self._last is not None else None
+        if (
+            header is not None
+            and header.autoscaler not in (None, "none")
+            and header.pinned is None
+        ):
+            target = (self._desired or 0) + self._scaling + delta
+            self.app.push_screen(
+                ConfirmScreen(
+                    f"The autoscaler {header.autoscaler} owns the worker count. "
+                    f"Pin it at {max(0, target)}? (u releases the pin)",
+                    yes="Pin",
+                ),
+                lambda yes: self._scale_confirmed(delta, target) if yes else None,
+            )
+            return
         known = self._desired
         if known is None and self._last is not None:
             known = sum(w.state not in GONE for w in self._last.workers)
@@ -192,6 +242,18 @@ class DashboardScreen(Screen[None]):
             lambda yes: self._start_scale(delta) if yes else None,
         )
 
+    def _scale_confirmed(self, delta: int, target: int) -> None:
+        if target > 0:
+            self._start_scale(delta)
+            return
+        self.app.push_screen(
+            ConfirmScreen(
+                "Scale to 0 workers? Pending tasks wait until a worker returns.",
+                yes="Remove",
+            ),
+            lambda yes: self._start_scale(delta) if yes else None,
+        )
+
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(self.key_help()))
 
@@ -204,6 +266,7 @@ class DashboardScreen(Screen[None]):
             )
             for binding in self.BINDINGS
             if isinstance(binding, Binding)
+            and (binding.action != "release_pin" or self._cluster)
         ]
         return keys + list(MODAL_KEYS)
 
@@ -266,6 +329,20 @@ class DashboardScreen(Screen[None]):
             self.notify(_describe(err), severity="error", markup=False)
         else:
             self.notify(f"Requeued {formatting.short_id(task_id)}", markup=False)
+
+    @property
+    def _cluster(self) -> bool:
+        return self._control.header.kube_context is not None
+
+    @work(group="release")
+    async def _release_pin(self) -> None:
+        try:
+            owner = await self._control.release_pin()
+        except Exception as err:  # a refusal is shown, the console carries on
+            self.notify(_describe(err), severity="error", markup=False)
+            return
+        self.notify(f"Released: the worker count belongs to {owner}", markup=False)
+        self.poll()
 
     @work(group="scale")
     async def _scale(self, delta: int) -> None:

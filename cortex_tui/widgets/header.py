@@ -45,6 +45,17 @@ class HeaderBar(Widget):
             ("limit", formatting.token_limit(header.token_limit)),
         ):
             pairs.append(Content.assemble(f"{label} ", (value, "bold")))
+        if header.kube_context is not None:
+            # Cluster mode: where the worker Deployment is and who owns its count.
+            owner = header.autoscaler or "none"
+            if header.pinned is not None:
+                owner += " (u releases)"
+            for label, value in (
+                ("context", header.kube_context),
+                ("kube ns", header.kube_namespace or formatting.MISSING),
+                ("autoscaler", owner),
+            ):
+                pairs.append(Content.assemble(f"{label} ", (value, "bold")))
         return pairs
 
     def _lines(self, width: int) -> list[Content]:

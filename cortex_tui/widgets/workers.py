@@ -18,7 +18,12 @@ _STATE_STYLES = {
     "draining": "italic yellow",
     "exited": "dim",
     "missing": "bold reverse red",
+    "not ready": "yellow",
+    "pending": "cyan",
+    "terminating": "italic yellow",
 }
+NOT_AVAILABLE = "n/a"
+"""CPU and memory of a pod when the metrics API has no figure."""
 
 
 class WorkerTable(DataTable[Text]):
@@ -27,11 +32,16 @@ class WorkerTable(DataTable[Text]):
     worker_rows: reactive[tuple[WorkerRow, ...]] = reactive((), init=False)
     """The rows of the latest snapshot, in the order the system gave them."""
 
-    def __init__(self, *, id: str | None = None) -> None:
+    now: float | None = None
+    """When the rows were taken: pod ages count to it (cluster mode)."""
+
+    def __init__(self, *, id: str | None = None, cluster: bool = False) -> None:
         super().__init__(
             id=id, show_cursor=False, cursor_type="none", zebra_stripes=True
         )
         self.border_title = "Workers"
+        self.cluster = cluster
+        """Rows are pods: node, restarts and age columns; n/a for no metrics."""
 
     def watch_worker_rows(self, workers: tuple[WorkerRow, ...]) -> None:
         self.clear()
@@ -42,6 +52,10 @@ class WorkerTable(DataTable[Text]):
     def on_mount(self) -> None:
         self.add_column("name")
         self.add_column("state")
+        if self.cluster:
+            self.add_column("node")
+            for label in ("restarts", "age"):
+                self.add_column(Text(label, justify="right"))
         for label in ("CPU %", "MiB"):
             self.add_column(Text(label, justify="right"))
         self.add_column("tasks")
@@ -52,11 +66,28 @@ class WorkerTable(DataTable[Text]):
         no_color = self.app.no_color
         state_style = _STATE_STYLES.get(row.state, "")
         failed_style = "bold red" if row.failed else ""
+        cpu = formatting.percent(row.cpu_percent)
+        mib = formatting.mebibytes(row.rss_bytes)
+        pod: tuple[Text, ...] = ()
+        if self.cluster:
+            if row.cpu_percent is None:
+                cpu = NOT_AVAILABLE
+            if row.rss_bytes is None:
+                mib = NOT_AVAILABLE
+            started = row.started_at
+            age = None if started is None or self.now is None else self.now - started
+            restarts = formatting.MISSING if row.restarts is None else str(row.restarts)
+            pod = (
+                Text(row.node or formatting.MISSING),
+                Text(restarts, justify="right"),
+                Text(formatting.age(age), justify="right"),
+            )
         return (
             Text(formatting.tail(row.name, NAME_WIDTH)),
             Text(row.state, style=formatting.paint(state_style, no_color=no_color)),
-            Text(formatting.percent(row.cpu_percent), justify="right"),
-            Text(formatting.mebibytes(row.rss_bytes), justify="right"),
+            *pod,
+            Text(cpu, justify="right"),
+            Text(mib, justify="right"),
             Text(formatting.task_list(row.current)),
             Text(formatting.count(row.done), justify="right"),
             Text(
