@@ -91,8 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             {dest: getattr(args, dest) for _, dest, _, _ in _SETTING_FLAGS}
         )
         _log_to_file(settings)
-        # Local workers run here in embedded mode, or when asked for.
-        local = settings.embedded or args.workers is not None
+        # Local workers run here in embedded mode, or when asked for; in
+        # cluster mode the same flag makes the backend watch the pods in the
+        # background, so a slow API never holds a refresh up.
+        local = (
+            settings.embedded
+            or args.workers is not None
+            or settings.backend == "kubernetes"
+        )
         return asyncio.run(
             _console(settings, args.refresh, local_workers=local, demo=args.demo)
         )
@@ -109,6 +115,10 @@ _SETTING_FLAGS: list[tuple[str, str, type, str]] = [
     ("--data-dir", "data_dir", str, "folder for embedded Redis, audit and logs"),
     ("--workers", "workers", int, "local workers to start"),
     ("--log-level", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
+    ("--backend", "backend", str, "who runs the workers: local or kubernetes"),
+    ("--kubeconfig", "kubeconfig", str, "kubeconfig file (kubernetes backend)"),
+    ("--kube-context", "kube_context", str, "kubeconfig context"),
+    ("--kube-namespace", "kube_namespace", str, "namespace of the workers"),
 ]
 
 

@@ -7,9 +7,9 @@ import json
 import time
 from pathlib import Path
 
-from helpers import run_cli
+from helpers import run_cli, wait_for
 
-from cortex_core.backends.kubernetes import KEDA_PAUSED
+from cortex_core.backends.kubernetes import KEDA_PAUSED, KubernetesBackend
 from cortex_core.config import Settings
 from cortex_core.errors import BackendError
 from cortex_core.heartbeat import WorkerInfo
@@ -137,3 +137,24 @@ def test_cli_status_and_scale_in_cluster_mode(
     (line,) = [x for x in result.stderr.splitlines() if x.strip()]
     assert line.startswith("cortex: kubernetes: patch deployments/scale cortex-worker")
     assert 'RBAC needed: verb "patch" on "deployments/scale"' in line
+
+
+async def test_console_mode_watches_the_pods_in_the_background(
+    kube_api: FakeKubeAPI, kubeconfig: Path, settings: Settings
+) -> None:
+    """With start_workers (what the console passes in cluster mode) the
+    backend polls, and snapshots read its latest look."""
+    cluster(kube_api)
+    s = settings.replace(backend="kubernetes", kubeconfig=kubeconfig)
+    async with System.open(s, start_workers=True) as system:
+        backend = system.backend
+        assert isinstance(backend, KubernetesBackend)
+        await wait_for(lambda: backend.last.pods, "the poller's first look")
+        # A snapshot takes the poller's latest look instead of asking again.
+        assert await backend.view() is backend.last
+        snap = await system.control.snapshot()
+        assert {w.name for w in snap.workers} == {"cortex-worker-a", "cortex-worker-b"}
+        kube_api.add("v1", "pods", k.pod("cortex-worker-c"))
+        await wait_for(
+            lambda: len(backend.last.pods) == 3, "the new pod in a later look"
+        )

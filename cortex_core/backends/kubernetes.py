@@ -164,7 +164,14 @@ class KubernetesBackend:
         self._polling = True
         try:
             while True:
-                await self.refresh()
+                try:
+                    await self.refresh()
+                except Exception:  # the poller outlives one bad look
+                    logger.exception(
+                        "kubernetes backend: refreshing deployment %s/%s failed",
+                        self.namespace,
+                        self.deployment,
+                    )
                 await asyncio.sleep(interval)
         finally:
             self._polling = False
