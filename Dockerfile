@@ -12,7 +12,7 @@ RUN groupadd --gid 10001 cortex \
     && chown 10001:10001 /data
 
 WORKDIR /src
-COPY pyproject.toml ./
+COPY pyproject.toml README.md ./
 COPY cortex_core ./cortex_core
 COPY cortex_tui ./cortex_tui
 RUN pip install --no-cache-dir . \

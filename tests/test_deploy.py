@@ -598,5 +598,14 @@ def test_dockerfile_runs_as_non_root() -> None:
     deploy = one(build(DEPLOY / "overlays/plain"), "Deployment", "cortex-worker")
     run_as = deploy["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
     assert users[-1].split(":")[0] == str(run_as)
+    # Everything the image copies is in the build context (.dockerignore).
+    ignored = {
+        line.strip()
+        for line in (DEPLOY.parent / ".dockerignore").read_text().splitlines()
+    }
+    for line in re.findall(r"^COPY\s+(.+)$", text, re.M):
+        for source in line.split()[:-1]:
+            assert (DEPLOY.parent / source).exists(), source
+            assert source.rstrip("/") not in ignored, source
     # The yaml loader round-trips what the builder reads.
     assert yaml.safe_load(yaml.safe_dump(deploy)) == deploy
