@@ -335,3 +335,42 @@ async def test_workers_code_sends_no_write_verb(
     sent = writes(cluster)
     assert {m for m, _ in sent} == {"PATCH"}
     assert {p for _, p in sent} == set(allowed)
+
+
+def test_in_cluster_config_inside_a_pod(
+    kube_api: FakeKubeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No kubeconfig and KUBERNETES_SERVICE_HOST set: the pod's service
+    account (token, CA, namespace files) is used."""
+    from kubernetes.config import incluster_config
+
+    from cortex_core.cluster import api as api_module
+
+    sa = tmp_path / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text(kube_api.token)
+    (sa / "ca.crt").write_text("not used: no request is sent\n")
+    (sa / "namespace").write_text("cortex-prod\n")
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(sa / "token"))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(sa / "ca.crt"))
+    monkeypatch.setattr(api_module, "_SA_NAMESPACE", sa / "namespace")
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    api = ClusterAPI.connect()
+    try:
+        assert api.target.in_cluster is True
+        assert (api.target.context, api.target.namespace) == (
+            "in-cluster",
+            "cortex-prod",
+        )
+        cfg = api.api_client.configuration
+        assert cfg.host == "https://127.0.0.1:6443"
+        token = cfg.get_api_key_with_prefix("BearerToken")
+        assert token.lower() == f"bearer {kube_api.token}"
+        # A namespace flag wins over the pod's own.
+        assert ClusterAPI.connect(namespace="other").target.namespace == "other"
+    finally:
+        api.close()
+    assert kube_api.requests == []
