@@ -4,11 +4,14 @@ the Kubernetes backend, on the test Redis and the fake Kubernetes API."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
-from helpers import run_cli, wait_for
+import pytest
+from helpers import wait_for
 
+from cortex_core import cli
 from cortex_core.backends.kubernetes import KEDA_PAUSED, KubernetesBackend
 from cortex_core.config import Settings
 from cortex_core.errors import BackendError
@@ -94,47 +97,62 @@ async def test_refusal_is_a_notice_and_queues_stay_live(
     assert 'RBAC needed: verb "list" on "pods"' in notice
 
 
+def cortex(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``cortex ARGS`` in this process: (exit status, stdout, stderr). The
+    root logger is left as it was found."""
+    handlers, level = logging.root.handlers[:], logging.root.level
+    try:
+        status = cli.main(list(args))
+    finally:
+        logging.root.handlers[:] = handlers
+        logging.root.setLevel(level)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
 def test_cli_status_and_scale_in_cluster_mode(
-    kube_api: FakeKubeAPI, kubeconfig: Path, child_env: dict[str, str]
+    kube_api: FakeKubeAPI,
+    kubeconfig: Path,
+    child_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     cluster(kube_api)
-    env = {
-        **child_env,
-        "CORTEX_BACKEND": "kubernetes",
-        "CORTEX_KUBECONFIG": str(kubeconfig),
-    }
-    result = run_cli("status", "--json", env=env)
-    assert result.returncode == 0, result.stderr
-    status = json.loads(result.stdout)
-    assert status["kubernetes"] == {
+    for name, value in child_env.items():
+        if name.startswith("CORTEX_"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CORTEX_BACKEND", "kubernetes")
+    monkeypatch.setenv("CORTEX_KUBECONFIG", str(kubeconfig))
+    status, out, err = cortex(capsys, "status", "--json")
+    assert status == 0, err
+    assert json.loads(out)["kubernetes"] == {
         "context": "fake",
         "namespace": "cortex",
         "desired": 2,
         "autoscaler": "none",
         "pinned": None,
     }
-    result = run_cli("scale", "0", env=env)
-    assert result.returncode == 2
-    assert "--yes" in result.stderr
+    status, out, err = cortex(capsys, "scale", "0")
+    assert status == 2
+    assert err.startswith("cortex: scale: 0 stops every worker pod") and "--yes" in err
     deploy = kube_api.get("apps/v1", "deployments", "cortex", "cortex-worker")
     assert deploy["spec"]["replicas"] == 2
-    result = run_cli("scale", "+2", env=env)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "desired workers: 4"
+    status, out, err = cortex(capsys, "scale", "+2")
+    assert (status, out.strip()) == (0, "desired workers: 4"), err
     assert deploy["spec"]["replicas"] == 4
     kube_api.add(KEDA, "scaledobjects", k.scaled_object())
-    result = run_cli("scale", "0", "--yes", env=env)
-    assert result.returncode == 0, result.stderr
-    assert "pinned: keda cortex-worker pinned at 0" in result.stdout
+    status, out, err = cortex(capsys, "scale", "0", "--yes")
+    assert status == 0, err
+    assert "pinned: keda cortex-worker pinned at 0" in out
     assert deploy["spec"]["replicas"] == 4
-    result = run_cli("unpin", env=env)
-    assert result.returncode == 0, result.stderr
-    assert "keda cortex-worker 1-8" in result.stdout
+    status, out, err = cortex(capsys, "unpin")
+    assert status == 0, err
+    assert "keda cortex-worker 1-8" in out
     kube_api.refuse("deployments/scale", 403, "PATCH")
     kube_api.objects[(KEDA, "scaledobjects")].clear()
-    result = run_cli("scale", "3", env=env)
-    assert result.returncode == 2
-    (line,) = [x for x in result.stderr.splitlines() if x.strip()]
+    status, out, err = cortex(capsys, "scale", "3")
+    assert status == 2
+    (line,) = [x for x in err.splitlines() if x.strip()]
     assert line.startswith("cortex: kubernetes: patch deployments/scale cortex-worker")
     assert 'RBAC needed: verb "patch" on "deployments/scale"' in line
 
