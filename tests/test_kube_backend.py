@@ -374,3 +374,19 @@ def test_in_cluster_config_inside_a_pod(
     finally:
         api.close()
     assert kube_api.requests == []
+
+
+async def test_no_count_is_written_when_the_owner_is_unknown(
+    cluster: FakeKubeAPI, backend: KubernetesBackend
+) -> None:
+    """An HPA the operator may not list could own the count: scaling is
+    refused with the reason rather than writing a count it might revert."""
+    cluster.refuse("horizontalpodautoscalers", 403)
+    with pytest.raises(BackendError) as info:
+        await backend.scale(1)
+    line = str(info.value)
+    assert line.startswith("not scaling: cannot tell whether an autoscaler owns")
+    assert 'verb "list" on "horizontalpodautoscalers"' in line
+    assert writes(cluster) == []
+    cluster.clear_rules()
+    assert await backend.scale(1) == 4

@@ -88,6 +88,9 @@ class ClusterView:
     metrics: bool = False
     """Whether CPU and memory came from the metrics API."""
     error: str | None = None
+    owner_error: str | None = None
+    """Why the autoscaler lookup failed, if it did: no count is written then,
+    since it might be one an unseen autoscaler reverts."""
     at: float = field(default_factory=time.time)
 
 
@@ -150,6 +153,7 @@ class KubernetesBackend:
             autoscaler=autoscaler,
             metrics=isinstance(usage, dict),
             error="; ".join(errors) or None,
+            owner_error=str(owner) if isinstance(owner, ClusterError) else None,
         )
         return self.last
 
@@ -325,6 +329,11 @@ class KubernetesBackend:
         view = view or await self.refresh()
         if view.desired is None and view.error:
             raise BackendError(view.error)
+        if view.owner_error is not None:
+            raise BackendError(
+                "not scaling: cannot tell whether an autoscaler owns the worker "
+                f"count ({view.owner_error})"
+            )
         owner = view.autoscaler
         try:
             if owner is None:
