@@ -102,6 +102,7 @@ class Worker:
         )
         self._finishing: set[str] = set()
         self._stopping = asyncio.Event()
+        self._closing = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._process = psutil.Process()
         self._process.cpu_percent(None)
@@ -156,6 +157,8 @@ class Worker:
             await self._drain()
         finally:
             self.loops = []
+            # The flag ends a loop even when redis-py swallowed its cancel.
+            self._closing.set()
             for h in helpers:
                 h.cancel()
             _, stuck = await asyncio.wait(helpers, timeout=5.0)
@@ -374,7 +377,7 @@ class Worker:
         jitter: bool = False,
     ) -> None:
         outage = Outage(f"worker {self.worker_id}: {what}")
-        while True:
+        while not self._closing.is_set():
             try:
                 await action()
                 outage.ok()
@@ -389,7 +392,8 @@ class Worker:
                 # redis-py's wait_for can swallow a cancel that lands as a
                 # command completes; honour it here instead of looping on.
                 raise asyncio.CancelledError
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), timeout=delay)
 
     async def _beat(self) -> None:
         self.info.cpu_percent = self._process.cpu_percent(None)
