@@ -51,14 +51,21 @@ _SETTING_FLAGS: list[tuple[str, str, type, str]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The flags are accepted before and after the command. After it, an
+    # absent flag must not reset to None what was given before it, so the
+    # subcommands' copies leave absent flags out of the namespace.
+    before = argparse.ArgumentParser(add_help=False)
     common = argparse.ArgumentParser(add_help=False)
     for flag, dest, kind, text in _SETTING_FLAGS:
-        common.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+        before.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+        common.add_argument(
+            flag, dest=dest, type=kind, default=argparse.SUPPRESS, help=text
+        )
 
     parser = argparse.ArgumentParser(
         prog="cortex",
         description="Run LLM agent tasks through a Redis priority queue.",
-        parents=[common],
+        parents=[before],
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -74,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="worker id (default host-pid)")
     p.add_argument("--concurrency", type=int, default=None)
     p.add_argument("--latency", default=None, help="simulated MIN:MAX seconds")
+    p.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        help="stop, handing tasks back, when this process (the supervisor) ends",
+    )
 
     p = sub.add_parser("status", parents=[common], help="queue depths and workers")
     p.add_argument("--json", action="store_true")
@@ -152,7 +165,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
             extra.update(sim_latency_min=lo, sim_latency_max=hi)
         settings = load_settings(args, **extra)
         setup_logging(settings.log_level)
-        return await _worker(settings, args.name)
+        return await _worker(settings, args.name, parent_pid=args.parent_pid)
     if command == "stress":
         settings = load_settings(args)
         setup_logging("WARNING" if args.log_level is None else settings.log_level)
@@ -196,7 +209,9 @@ async def _dispatch(args: argparse.Namespace) -> int:
     raise CortexError(f"unknown command {command!r}")
 
 
-async def _worker(settings: Settings, name: str | None) -> int:
+async def _worker(
+    settings: Settings, name: str | None, *, parent_pid: int | None = None
+) -> int:
     worker_id = name or f"{socket.gethostname()}-{os.getpid()}"
     async with System.open(settings, start_workers=False) as system:
         sv = system.services
@@ -213,6 +228,7 @@ async def _worker(settings: Settings, name: str | None) -> int:
             lease_seconds=settings.lease_seconds,
             shutdown_grace=settings.shutdown_grace_seconds,
         )
+        worker.parent_pid = parent_pid
         worker.install_signal_handlers()
         probe = None
         if settings.metrics_port:

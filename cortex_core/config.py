@@ -136,6 +136,17 @@ class Settings:
         settings.validate()
         return settings
 
+    def prepare_data_dir(self) -> None:
+        """Create the data folder, or raise ConfigError saying why it can't be."""
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise ConfigError(f"data_dir: {self.data_dir} exists and is not a folder")
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(
+                f"data_dir: cannot create {self.data_dir}: {err.strerror or err}"
+            ) from err
+
     def replace(self, **changes: Any) -> Settings:
         new = dataclasses.replace(self, **changes)
         new.validate()

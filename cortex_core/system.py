@@ -339,12 +339,14 @@ class System:
         self.backend = backend
         self.control = ControlPlane(services, backend)
         self._background: list[asyncio.Task[None]] = []
+        self._closing = asyncio.Event()
 
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
         cls, settings: Settings, *, start_workers: bool = True
     ) -> AsyncIterator[System]:
+        settings.prepare_data_dir()
         embedded: EmbeddedRedis | None = None
         if settings.redis_url is None:
             embedded = await asyncio.to_thread(EmbeddedRedis.start, settings.redis_dir)
@@ -403,8 +405,9 @@ class System:
         try:
             await self.services.enqueue(reference_tasks(max_attempts=attempts))
             logger.info("demo: enqueued the 50-task reference workload")
-            while True:
-                await asyncio.sleep(trickle_seconds * rng.uniform(0.5, 1.5))
+            while not await self._closing_within(
+                trickle_seconds * rng.uniform(0.5, 1.5)
+            ):
                 category = rng.choice(KNOWN_CATEGORIES)
                 task = Task.create(
                     query=QUERY.format(category=category),
@@ -419,10 +422,23 @@ class System:
         except Exception:
             logger.exception("demo: load generator stopped")
 
+    async def _closing_within(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; True as soon as the system is closing."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), timeout=seconds)
+        return self._closing.is_set()
+
     async def _shutdown(self) -> None:
+        # Background loops end on the flag as well as on the cancel: redis-py
+        # can swallow a cancel that lands inside a pipeline, and a shutdown
+        # waiting on such a loop would never end.
+        self._closing.set()
         for job in self._background:
             job.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._background:
+            _, stuck = await asyncio.wait(self._background, timeout=5.0)
+            for job in stuck:
+                logger.error("shutdown: %s did not stop in 5s", job.get_coro())
         if self.backend is not None:
             await self.backend.stop_all()
         await self.services.close()

@@ -108,6 +108,8 @@ class Worker:
         self._process.cpu_percent(None)
         self.last_beat_ok: float | None = None
         """Monotonic time of the last heartbeat Redis took (probes read it)."""
+        self.parent_pid: int | None = None
+        """The supervisor's pid: the worker stops when its parent is no longer it."""
         self.loops: list[asyncio.Task[None]] = []
         """The claim and housekeeping loops while ``run`` runs."""
 
@@ -396,6 +398,14 @@ class Worker:
                 await asyncio.wait_for(self._closing.wait(), timeout=delay)
 
     async def _beat(self) -> None:
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            if not self._stopping.is_set():
+                logger.warning(
+                    "worker %s: supervisor %d is gone; stopping",
+                    self.worker_id,
+                    self.parent_pid,
+                )
+            self.stop()
         self.info.cpu_percent = self._process.cpu_percent(None)
         self.info.rss_bytes = self._process.memory_info().rss
         await self.heartbeats.beat(self.info)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import tzinfo
@@ -130,13 +131,20 @@ async def _console(
     async with System.open(settings, start_workers=local_workers) as system:
         if demo:
             system.start_demo_load()
-        await CortexApp(system.control, refresh_seconds=refresh_seconds).run_async()
+        app = CortexApp(system.control, refresh_seconds=refresh_seconds)
+        # A closed terminal (SIGHUP) or a kill (SIGTERM) quits as 'q' does, so
+        # the workers and the Redis this console started stop with it.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, app.exit)
+        await app.run_async()
         print("cortex-tui: stopping the local workers")
     return 0
 
 
 def _log_to_file(settings: Settings) -> None:
     """Log to a file: lines written to the terminal would tear the screen."""
+    settings.prepare_data_dir()
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         filename=settings.log_dir / "console.log",

@@ -130,9 +130,9 @@ class LocalBackend:
     # Supervision -------------------------------------------------------------
 
     async def supervise(self, interval: float = 1.0) -> None:
-        """Converge on the desired count until cancelled."""
+        """Converge on the desired count until cancelled or ``stop_all``."""
         self._supervising = True
-        while True:
+        while self._supervising:
             try:
                 self.desired = await self.read_desired()
                 await self.client.set(
@@ -142,6 +142,10 @@ class LocalBackend:
                 )
             except (OSError, ConnectionError, aioredis.RedisError) as err:
                 logger.debug("local backend: desired count unread (%s)", err)
+            if not self._supervising:
+                # stop_all() ran while the read was out (a cancel redis-py
+                # swallowed): start nothing more.
+                break
             self.reconcile()
             await asyncio.sleep(interval)
 
@@ -199,7 +203,10 @@ class LocalBackend:
         env["PYTHONUNBUFFERED"] = "1"
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "cortex_core.cli", "worker", "--name", name],
+                [
+                    *(sys.executable, "-m", "cortex_core.cli", "worker"),
+                    *("--name", name, "--parent-pid", str(os.getpid())),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
