@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from cortex_core import reconcile
 from cortex_core.backends.kubernetes import MAX_REPLICAS, KubernetesBackend
 from cortex_core.backends.local import LocalBackend
 from cortex_core.config import Settings, parse_latency
@@ -82,6 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("task_id", nargs="?")
     group.add_argument("--all", action="store_true", help="every dead task")
+
+    p = sub.add_parser("audit", parents=[common], help="check the audit trail")
+    audit = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    p = audit.add_parser(
+        "verify", parents=[common], help="compare Redis with the audit trail"
+    )
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser(
+        "restore", parents=[common], help="rebuild lost queues from the audit trail"
+    )
+    p.add_argument("--dry-run", action="store_true", help="say what, change nothing")
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("scale", parents=[common], help="set the worker count")
     p.add_argument("count", help="N, +N or -N")
@@ -174,8 +188,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await _status(system, args.json)
         if command == "requeue":
             if args.all:
-                n = await sv.queue.requeue_all_dead()
-                print(f"requeued {n} dead tasks")
+                ids = await sv.queue.requeue_all_dead()
+                for task_id in ids:
+                    sv.audit.record(task_id, "requeued", by="cli")
+                print(f"requeued {len(ids)} dead tasks")
             else:
                 await system.control.requeue(args.task_id)
                 print(f"requeued {args.task_id}")
@@ -185,6 +201,14 @@ async def _dispatch(args: argparse.Namespace) -> int:
         if command == "unpin":
             owner = await system.control.release_pin()
             print(f"released: the worker count belongs to {owner} again")
+            return 0
+        if command == "audit":
+            report = await reconcile.verify(sv.queue, sv.audit)
+            print(json.dumps(report.to_json()) if args.json else report.render())
+            return 0 if report.ok else 1
+        if command == "restore":
+            restored = await reconcile.restore(sv.queue, sv.audit, dry_run=args.dry_run)
+            print(json.dumps(restored.to_json()) if args.json else restored.render())
             return 0
         if command in ("pause", "resume"):
             prio = Priority(args.priority) if args.priority else None

@@ -99,6 +99,35 @@ class ReapResult:
     dead: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class RestoreEntry:
+    """One task to rebuild in Redis from the audit trail."""
+
+    task: Task
+    state: TaskState
+    attempts: int
+    enqueued_at_ms: int
+    finished_at_ms: int | None = None
+    reason: str = ""
+    result: bytes = b""
+    keep_ms: int = 0
+    idempotency_ttl_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Every task record and every queue membership, read for a comparison.
+
+    ``states`` maps each task id to its record's state ("" if it has none).
+    The other fields list the ids each structure holds.
+    """
+
+    states: dict[str, str]
+    pending: dict[str, list[str]]
+    inflight: list[str]
+    dead: list[str]
+
+
 class TaskQueue:
     """All reads and writes of the queue's keys go through this class."""
 
@@ -123,6 +152,8 @@ class TaskQueue:
         self._hand_back = client.register_script(lua.HAND_BACK)
         self._reap = client.register_script(lua.REAP)
         self._requeue = client.register_script(lua.REQUEUE)
+        self._restore = client.register_script(lua.RESTORE)
+        self._worker_crashed = client.register_script(lua.WORKER_CRASHED)
 
     # Producing ---------------------------------------------------------------
 
@@ -311,18 +342,41 @@ class TaskQueue:
             ],
             [self.keys.task_prefix, limit, self.events_maxlen, *_PRIORITY_NAMES],
         )
-        out = ReapResult()
-        target = out.returned
-        for item in reply:
-            text = _text(item)
-            if text == "|":
-                target = out.dead
-            else:
-                target.append(text)
+        out = _split(reply)
         for task_id in out.returned:
             logger.warning("task %s: lease expired, returned to its queue", task_id)
         for task_id in out.dead:
             logger.warning("task %s: lease expired on its last attempt, dead", task_id)
+        return out
+
+    async def worker_crashed(self, worker_id: str, reason: str) -> ReapResult:
+        """Settle the tasks a dead worker process held: each attempt is spent
+        with ``reason``; back to the tail of its queue, or dead on the last."""
+        reply = await self._worker_crashed(
+            [
+                self.keys.inflight,
+                self.keys.events,
+                self.keys.dead,
+                self.keys.wake,
+                *self._pending,
+            ],
+            [
+                self.keys.task_prefix,
+                worker_id,
+                reason[:500],
+                self.events_maxlen,
+                *_PRIORITY_NAMES,
+            ],
+        )
+        out = _split(reply)
+        for task_id in out.returned:
+            logger.warning("task %s: worker %s crashed; retrying", task_id, worker_id)
+        for task_id in out.dead:
+            logger.warning(
+                "task %s: worker %s crashed on its last attempt; dead",
+                task_id,
+                worker_id,
+            )
         return out
 
     # Operator actions --------------------------------------------------------
@@ -347,11 +401,93 @@ class TaskQueue:
             )
         logger.info("task %s: requeued from the dead-letter queue", task_id)
 
-    async def requeue_all_dead(self) -> int:
+    async def requeue_all_dead(self) -> list[str]:
+        """Requeue every dead task; return their ids."""
         ids = await self.dead_ids(limit=100_000)
         for task_id in ids:
             await self.requeue(task_id)
-        return len(ids)
+        return ids
+
+    # Reconciliation ----------------------------------------------------------
+
+    async def restore_many(self, entries: Sequence[RestoreEntry]) -> list[bool]:
+        """Rebuild tasks lost from Redis, in one round trip; for each, False
+        when Redis already had a record with its id (left as it was)."""
+        if not entries:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for e in entries:
+                await self._restore(*self._restore_call(e), client=pipe)
+            replies = await pipe.execute()
+        return [int(r) == 1 for r in replies]
+
+    def _restore_call(self, e: RestoreEntry) -> tuple[list[str], list[Any]]:
+        task = e.task
+        tkey = self.keys.task(task.id)
+        if e.state == TaskState.PENDING:
+            target = self.keys.pending(task.priority)
+        elif e.state == TaskState.DEAD:
+            target = self.keys.dead
+        elif e.state == TaskState.DONE:
+            target = tkey
+        else:
+            raise InvalidTransition(f"task {task.id}: cannot restore as {e.state}")
+        idem = task.idempotency_key
+        keys = [
+            tkey,
+            target,
+            self.keys.events,
+            self.keys.wake,
+            self.keys.idem_prefix + idem if idem else tkey,
+        ]
+        args: list[Any] = [
+            task.id,
+            task.to_json(),
+            str(e.state),
+            str(task.priority),
+            task.category,
+            e.attempts,
+            task.max_attempts,
+            e.enqueued_at_ms,
+            "" if e.finished_at_ms is None else e.finished_at_ms,
+            e.reason[:2000],
+            e.result,
+            e.keep_ms,
+            e.idempotency_ttl_ms if idem else 0,
+            self.events_maxlen,
+        ]
+        return keys, args
+
+    async def inventory(self, batch: int = 1000) -> Inventory:
+        """Read every task record's state and every queue's members."""
+        ids: list[str] = []
+        prefix = self.keys.task_prefix
+        async for key in self.client.scan_iter(match=prefix + "*", count=batch):
+            ids.append(_text(key)[len(prefix) :])
+        states: dict[str, str] = {}
+        for i in range(0, len(ids), batch):
+            chunk = ids[i : i + batch]
+            async with self.client.pipeline(transaction=False) as pipe:
+                for task_id in chunk:
+                    pipe.hget(self.keys.task(task_id), "state")
+                replies = await pipe.execute()
+            for task_id, state in zip(chunk, replies, strict=True):
+                states[task_id] = "" if state is None else _text(state)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in self._pending:
+                pipe.lrange(key, 0, -1)
+            pipe.zrange(self.keys.inflight, 0, -1)
+            pipe.zrange(self.keys.dead, 0, -1)
+            replies = await pipe.execute()
+        return Inventory(
+            states=states,
+            pending={
+                str(p): [_text(i) for i in ids]
+                for p, ids in zip(PRIORITIES, replies[:4], strict=True)
+            },
+            inflight=[_text(i) for i in replies[4]],
+            dead=[_text(i) for i in replies[5]],
+        )
 
     async def pause(self, priority: Priority | None = None) -> None:
         """Stop claims of one priority, or of all when ``priority`` is None."""
@@ -443,6 +579,19 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def _split(reply: Sequence[Any]) -> ReapResult:
+    """A script's ``{returned..., '|', dead...}`` reply."""
+    out = ReapResult()
+    target = out.returned
+    for item in reply:
+        text = _text(item)
+        if text == "|":
+            target = out.dead
+        else:
+            target.append(text)
+    return out
+
+
 def _int(value: bytes | None) -> int | None:
     if value is None:
         return None
@@ -505,7 +654,9 @@ def _event(event_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
 __all__ = [
     "Claim",
     "Event",
+    "Inventory",
     "ReapResult",
+    "RestoreEntry",
     "TaskQueue",
     "TaskRecord",
     "TaskState",

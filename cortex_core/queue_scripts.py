@@ -286,3 +286,86 @@ end
 return 'unknown priority ' .. tostring(f[2])
 """
 )
+
+# KEYS: task record, where the task goes (its pending list, the dead set, or
+#       the task record again for a done task), events, wake, idempotency key
+#       (or the task record again when there is none)
+# ARGV: id, payload, state (pending, dead or done), priority, category,
+#       attempts, max_attempts, enqueued_at ms, finished_at ms ('' none),
+#       reason, result json ('' none), ms the record is kept (0: for ever),
+#       idempotency ttl ms (0: none), events maxlen
+# Rebuilds one task from the audit trail. Returns 1, or 0 when a record with
+# that id exists already (it is left alone: Redis knows better than the trail).
+RESTORE = (
+    _PRELUDE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local state = ARGV[3]
+redis.call('HSET', KEYS[1], 'payload', ARGV[2], 'state', state,
+  'priority', ARGV[4], 'category', ARGV[5], 'attempts', ARGV[6],
+  'max_attempts', ARGV[7], 'enqueued_at', ARGV[8])
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'finished_at', ARGV[9]) end
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[10]) end
+if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[11]) end
+if state == 'pending' then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('LPUSH', KEYS[4], '1')
+  redis.call('LTRIM', KEYS[4], 0, 63)
+elseif state == 'dead' then
+  redis.call('ZADD', KEYS[2], tonumber(ARGV[9]) or now_ms(), ARGV[1])
+end
+local keep = tonumber(ARGV[12])
+if keep > 0 then redis.call('PEXPIRE', KEYS[1], keep) end
+local ttl = tonumber(ARGV[13])
+if ttl > 0 then redis.call('SET', KEYS[5], ARGV[1], 'PX', ttl, 'NX') end
+event(KEYS[3], ARGV[14], 'restored', ARGV[1], ARGV[4], ARGV[5], '',
+  ARGV[6], state)
+return 1
+"""
+)
+
+# KEYS: inflight, events, dead, wake, pending lists critical..low
+# ARGV: task key prefix, worker id, reason, events maxlen, priority names
+# A worker process died (its supervisor saw it exit with an error): every task
+# it held counts the attempt as spent by a crash. Each goes back to the tail
+# of its queue (not the head, so that the tasks that shared the dead process
+# spread over the other workers), or to the dead-letter queue with the reason
+# on its last attempt. Returns {returned ids..., '|', dead ids...}.
+WORKER_CRASHED = (
+    _PRELUDE
+    + """
+local now = now_ms()
+local returned, dead = {}, {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local tkey = ARGV[1] .. id
+  local f = redis.call('HMGET', tkey, 'state', 'priority', 'category', 'worker',
+    'attempts', 'max_attempts')
+  if f[1] == 'running' and f[4] == ARGV[2] then
+    local attempts = tonumber(f[5]) or 0
+    local max = tonumber(f[6]) or 1
+    local slot = nil
+    for i = 1, 4 do if ARGV[4 + i] == f[2] then slot = i end end
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HDEL', tkey, 'lease')
+    local reason = ARGV[3] .. ' on attempt ' .. attempts .. ' of ' .. max
+    redis.call('HSET', tkey, 'reason', reason)
+    if attempts >= max or not slot then
+      redis.call('HSET', tkey, 'state', 'dead', 'finished_at', now)
+      redis.call('ZADD', KEYS[3], now, id)
+      event(KEYS[2], ARGV[4], 'dead', id, f[2], f[3], f[4], f[5], reason)
+      table.insert(dead, id)
+    else
+      redis.call('HSET', tkey, 'state', 'pending', 'enqueued_at', now)
+      redis.call('RPUSH', KEYS[4 + slot], id)
+      redis.call('LPUSH', KEYS[4], '1')
+      redis.call('LTRIM', KEYS[4], 0, 63)
+      event(KEYS[2], ARGV[4], 'crashed', id, f[2], f[3], f[4], f[5], reason)
+      table.insert(returned, id)
+    end
+  end
+end
+table.insert(returned, '|')
+for _, id in ipairs(dead) do table.insert(returned, id) end
+return returned
+"""
+)
