@@ -296,8 +296,8 @@ def _structure(inv: Inventory) -> list[Difference]:
             )
     for task_id, state in sorted(inv.states.items()):
         if state in expected and task_id not in places:
-            where = "a pending list" if state == "pending" else expected[state]
-            diffs.append(Difference(task_id, state, "", f"{state} but not in {where}"))
+            home = "a pending list" if state == "pending" else expected[state]
+            diffs.append(Difference(task_id, state, "", f"{state} but not in {home}"))
     return diffs
 
 
