@@ -229,7 +229,9 @@ async def _worker(settings: Settings, name: str | None) -> int:
             queue=sv.queue,
             limiter=sv.limiter,
             executor=SimulatedExecutor(
-                settings.sim_latency_min, settings.sim_latency_max
+                settings.sim_latency_min,
+                settings.sim_latency_max,
+                crash_marker=settings.sim_crash_marker,
             ),
             heartbeats=sv.heartbeats,
             audit=sv.audit,

@@ -125,6 +125,7 @@ class ControlPlane:
             kube_namespace=kube.namespace if kube else None,
         )
         self._last: Snapshot | None = None
+        self._outage_since: float | None = None
         policy = services.server_info.get("maxmemory_policy", "unknown")
         self._notices: tuple[str, ...] = ()
         if policy not in ("noeviction", "unknown"):
@@ -154,6 +155,9 @@ class ControlPlane:
                 err, OSError | ConnectionError | RedisConnectionError | RedisTimeout
             )
             error = f"Redis {'unreachable' if unreachable else 'error'}: {err}"
+            if self._outage_since is None:
+                self._outage_since = time.monotonic()
+                logger.warning("console: %s; showing the last snapshot", error)
             if self._last is None:
                 raise RedisUnavailable(error) from err
             return Snapshot(
@@ -165,6 +169,12 @@ class ControlPlane:
                 log=self._last.log,
                 error=error,
             )
+        if self._outage_since is not None:
+            logger.info(
+                "console: Redis back after %.1fs",
+                time.monotonic() - self._outage_since,
+            )
+            self._outage_since = None
         header = Header(**{**self._header.__dict__, "desired_workers": desired})
         notices = self._notices
         if isinstance(self.backend, KubernetesBackend):
@@ -369,7 +379,11 @@ class System:
                 raise
         elif start_workers:
             backend = LocalBackend(
-                settings, redis_url=url, client=services.client, keys=services.keys
+                settings,
+                redis_url=url,
+                client=services.client,
+                keys=services.keys,
+                audit=services.audit,
             )
             if await backend.supervisor_alive():
                 # Another process (cortex up, another console) runs the local
