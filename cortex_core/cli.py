@@ -19,7 +19,7 @@ from cortex_core import reconcile
 from cortex_core.backends.kubernetes import MAX_REPLICAS, KubernetesBackend
 from cortex_core.backends.local import LocalBackend
 from cortex_core.config import Settings, parse_latency
-from cortex_core.errors import CortexError
+from cortex_core.errors import CortexError, EnqueueRefused
 from cortex_core.executor import SimulatedExecutor
 from cortex_core.models import PRIORITIES, Priority, Task
 from cortex_core.probe import ProbeServer
@@ -275,7 +275,13 @@ def _tasks_from(args: argparse.Namespace, settings: Settings) -> list[Task]:
 
 
 async def _enqueue(sv: Services, tasks: list[Task], *, as_json: bool) -> int:
-    results = await sv.enqueue(tasks)
+    try:
+        results = await sv.enqueue(tasks)
+    except EnqueueRefused as err:
+        # Print what was enqueued before the error, so nothing goes unnoticed.
+        for task_id, created in err.created:
+            print(task_id if created else f"{task_id} (already enqueued)")
+        raise
     if as_json:
         print(json.dumps([{"id": i, "created": c} for i, c in results]))
     else:

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from cortex_core import queue_scripts as lua
-from cortex_core.errors import InvalidTransition, UnknownTask
+from cortex_core.errors import EnqueueRefused, InvalidTransition, UnknownTask
 from cortex_core.keys import Keyspace
 from cortex_core.models import PRIORITIES, Priority, Task, TaskResult, TaskState
 from cortex_core.snapshot import LogEntry, QueueDepths
@@ -181,9 +182,16 @@ class TaskQueue:
             for task, payload in zip(tasks, payloads, strict=True):
                 keys, args = self._enqueue_call(task, payload)
                 await self._enqueue(keys, args, client=pipe)
-            replies = await pipe.execute()
-        results = []
-        for task, (created, task_id) in zip(tasks, replies, strict=True):
+            # Each task is one script, atomic on its own: when Redis refuses
+            # some (out of memory), the caller learns which ones it took.
+            replies = await pipe.execute(raise_on_error=False)
+        results: list[tuple[str, bool]] = []
+        refused: list[tuple[Task, ResponseError]] = []
+        for task, reply in zip(tasks, replies, strict=True):
+            if isinstance(reply, ResponseError):
+                refused.append((task, reply))
+                continue
+            created, task_id = reply
             results.append((_text(task_id), bool(created)))
             if not created:
                 logger.info(
@@ -192,6 +200,26 @@ class TaskQueue:
                     task.idempotency_key,
                     _text(task_id),
                 )
+        if refused:
+            err = refused[0][1]
+            cause = str(err)
+            if "OOM command not allowed" in cause:
+                cause = (
+                    "out of memory (OOM: used memory is over maxmemory; raise "
+                    "maxmemory or drain the queue)"
+                )
+            logger.error(
+                "enqueue: Redis refused %d of %d tasks: %s",
+                len(refused),
+                len(tasks),
+                err,
+            )
+            raise EnqueueRefused(
+                f"Redis refused {len(refused)} of {len(tasks)} tasks, {cause}; "
+                f"{len(results)} were enqueued (ids printed), the others were not",
+                results,
+                [t.id for t, _ in refused],
+            ) from err
         return results
 
     def _enqueue_call(self, task: Task, payload: bytes) -> tuple[list[str], list[Any]]:

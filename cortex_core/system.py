@@ -23,7 +23,7 @@ from cortex_core.backends.local import LocalBackend
 from cortex_core.cluster.api import ClusterAPI
 from cortex_core.config import Settings
 from cortex_core.embedded import EmbeddedRedis
-from cortex_core.errors import BackendError, RedisUnavailable
+from cortex_core.errors import BackendError, EnqueueRefused, RedisUnavailable
 from cortex_core.heartbeat import Heartbeats, WorkerInfo
 from cortex_core.keys import Keyspace
 from cortex_core.limiter import Limits, RateLimiter
@@ -92,7 +92,15 @@ class Services:
     async def enqueue(self, tasks: list[Task]) -> list[tuple[str, bool]]:
         """Enqueue and write each new task to the audit trail."""
         payloads = [t.to_json() for t in tasks]
-        results = await self.queue.enqueue_many(tasks, payloads)
+        try:
+            results = await self.queue.enqueue_many(tasks, payloads)
+        except EnqueueRefused as err:
+            # Those Redis took are in the trail too; the caller names the rest.
+            taken = {task_id for task_id, created in err.created if created}
+            for task, payload in zip(tasks, payloads, strict=True):
+                if task.id in taken:
+                    self.audit.record(task.id, "enqueued", task=RawJSON(payload))
+            raise
         for payload, (task_id, created) in zip(payloads, results, strict=True):
             if created:
                 self.audit.record(task_id, "enqueued", task=RawJSON(payload))
