@@ -407,6 +407,37 @@ class TaskQueue:
             )
         return out
 
+    async def held_by(self, worker_id: str) -> list[Claim]:
+        """The leases Redis shows ``worker_id`` holding, as claims that can be
+        handed back (payload and attempt are not filled in)."""
+        ids = [_text(i) for i in await self.client.zrange(self.keys.inflight, 0, -1)]
+        if not ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hmget(self.keys.task(task_id), ["worker", "lease", "priority"])
+            replies = await pipe.execute()
+        held = []
+        for task_id, (worker, lease, priority) in zip(ids, replies, strict=True):
+            if worker is None or lease is None or _text(worker) != worker_id:
+                continue
+            try:
+                prio = Priority(_text(priority))
+            except ValueError:
+                continue
+            held.append(
+                Claim(
+                    task_id=task_id,
+                    payload=b"",
+                    attempt=0,
+                    max_attempts=0,
+                    priority=prio,
+                    token=_text(lease),
+                    deadline_ms=0,
+                )
+            )
+        return held
+
     # Operator actions --------------------------------------------------------
 
     async def requeue(self, task_id: str) -> None:

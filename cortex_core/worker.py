@@ -187,6 +187,8 @@ class Worker:
                 await self._slot_free.wait()
                 continue
             try:
+                if outage.since is not None:
+                    await self._recover_lost_claims()
                 claim = await self.queue.claim(self.worker_id, self.lease_ms)
                 if claim is None:
                     await self._wait_for_work()
@@ -201,6 +203,28 @@ class Worker:
                 continue
             if claim is not None:
                 self._start(claim)
+
+    async def _recover_lost_claims(self) -> None:
+        """After an outage, hand back what Redis says this worker claimed but
+        the worker never heard of: a claim whose reply the outage swallowed.
+        Its attempt is not spent; without this it would wait for its lease."""
+        known = {claim.token for claim, _ in self.running.values()}
+        for claim in await self.queue.held_by(self.worker_id):
+            if claim.token in known:
+                continue
+            if await self.queue.hand_back(claim, "claim reply lost"):
+                logger.warning(
+                    "task %s: claimed by worker %s but the reply was lost in an "
+                    "outage; handed back",
+                    claim.task_id,
+                    self.worker_id,
+                )
+                self._audit(
+                    claim.task_id,
+                    "handed_back",
+                    reason="claim reply lost",
+                    worker=self.worker_id,
+                )
 
     async def _wait_for_work(self) -> None:
         waiter = asyncio.ensure_future(self.queue.wait_for_work(timeout=1.0))
@@ -257,7 +281,7 @@ class Worker:
         reservation: Reservation | None = None
         try:
             est_in, est_out = self.executor.estimate(task)
-            reservation = await self.limiter.reserve(est_in, est_out, who=f"task {tid}")
+            reservation = await self._reserve(tid, est_in, est_out)
             execution = await self.executor.run(task)
         except asyncio.CancelledError:
             if reservation is not None:
@@ -315,6 +339,21 @@ class Worker:
             logger.warning(
                 "task %s: lease was lost before completion; result discarded", tid
             )
+
+    async def _reserve(self, tid: str, est_in: int, est_out: int) -> Reservation:
+        """Reserve budget; ride out a short outage rather than spend the
+        attempt on it (the task has not run yet)."""
+        outage = Outage(f"task {tid}: reserve")
+        for _ in range(29):
+            try:
+                reservation = await self.limiter.reserve(
+                    est_in, est_out, who=f"task {tid}"
+                )
+                outage.ok()
+                return reservation
+            except _OUTAGE_ERRORS as err:
+                await asyncio.sleep(outage.failed(err))
+        return await self.limiter.reserve(est_in, est_out, who=f"task {tid}")
 
     async def _fail(self, claim: Claim, reason: str, *, retryable: bool) -> None:
         self._finishing.add(claim.task_id)
