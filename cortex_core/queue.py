@@ -44,6 +44,9 @@ class Claim:
     priority: Priority
     token: str
     deadline_ms: int
+    crashes: int = 0
+    """Worker processes that died holding this task; a worker runs such a
+    suspect alone."""
 
 
 @dataclass(frozen=True)
@@ -267,7 +270,7 @@ class TaskQueue:
         )
         if reply is None:
             return None
-        task_id, payload, attempt, max_attempts, priority, deadline = reply
+        task_id, payload, attempt, max_attempts, priority, deadline, crashes = reply
         return Claim(
             task_id=_text(task_id),
             payload=bytes(payload or b""),
@@ -276,6 +279,7 @@ class TaskQueue:
             priority=Priority(_text(priority)),
             token=token,
             deadline_ms=int(deadline),
+            crashes=int(crashes),
         )
 
     async def wait_for_work(self, timeout: float) -> bool:

@@ -3,7 +3,8 @@ the server's clock, so deadlines do not depend on the workers' clocks.
 
 Task record fields (hash ``task:<id>``): payload, state, priority, category,
 attempts, max_attempts, lease, worker, enqueued_at, claimed_at, finished_at
-(milliseconds, server clock), result, reason.
+(milliseconds, server clock), result, reason, crashes (worker processes that
+died holding the task).
 
 Every state change also appends one entry to the ``events`` stream with the
 fields kind, task, priority, category, worker, attempt, detail.
@@ -57,7 +58,8 @@ return {1, id}
 # ARGV: worker id, lease ms, lease token, task key prefix, events maxlen,
 #       priority names critical..low
 # Returns nil when nothing can be claimed, else
-# {id, payload, attempts, max_attempts, priority, deadline ms}.
+# {id, payload, attempts, max_attempts, priority, deadline ms, crashes}
+# (crashes: how many worker processes died holding the task).
 # A list entry that names no task record is dead-lettered under the first 24
 # hex digits of its SHA-1, with the raw entry kept as its payload.
 CLAIM = (
@@ -84,7 +86,7 @@ for i = 1, 4 do
         event(KEYS[3], ARGV[5], 'dead', bad, prio, '', ARGV[1], '0', reason)
       elseif state == 'pending' then
         local f = redis.call('HMGET', tkey, 'payload', 'max_attempts', 'category',
-          'attempts')
+          'attempts', 'crashes')
         local max = tonumber(f[2]) or 1
         if not tonumber(f[4]) then
           -- A record this script cannot count attempts on: dead, not lost.
@@ -101,7 +103,8 @@ for i = 1, 4 do
           redis.call('ZADD', KEYS[1], deadline, id)
           event(KEYS[3], ARGV[5], 'claimed', id, prio, f[3], ARGV[1],
             tostring(attempts), '')
-          return {id, f[1] or '', attempts, max, prio, deadline}
+          return {id, f[1] or '', attempts, max, prio, deadline,
+            tonumber(f[5]) or 0}
         end
       end
     end
@@ -330,7 +333,9 @@ return 1
 # it held counts the attempt as spent by a crash. Each goes back to the tail
 # of its queue (not the head, so that the tasks that shared the dead process
 # spread over the other workers), or to the dead-letter queue with the reason
-# on its last attempt. Returns {returned ids..., '|', dead ids...}.
+# on its last attempt. Each task's 'crashes' count goes up by one, so that a
+# worker runs it alone next time and a crash it causes then is its own.
+# Returns {returned ids..., '|', dead ids...}.
 WORKER_CRASHED = (
     _PRELUDE
     + """
@@ -347,6 +352,7 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     for i = 1, 4 do if ARGV[4 + i] == f[2] then slot = i end end
     redis.call('ZREM', KEYS[1], id)
     redis.call('HDEL', tkey, 'lease')
+    redis.call('HINCRBY', tkey, 'crashes', 1)
     local reason = ARGV[3] .. ' on attempt ' .. attempts .. ' of ' .. max
     redis.call('HSET', tkey, 'reason', reason)
     if attempts >= max or not slot then

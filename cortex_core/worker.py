@@ -101,6 +101,9 @@ class Worker:
             concurrency=concurrency,
         )
         self._finishing: set[str] = set()
+        #: Running crash suspects: while there is one, nothing else is claimed.
+        self._suspects: set[str] = set()
+        self._alone = asyncio.Event()
         self._stopping = asyncio.Event()
         self._closing = asyncio.Event()
         self._slot_free = asyncio.Event()
@@ -182,7 +185,7 @@ class Worker:
     async def _claim_loop(self) -> None:
         outage = Outage(f"worker {self.worker_id}: claim")
         while not self._stopping.is_set():
-            if len(self.running) >= self.concurrency:
+            if len(self.running) >= self.concurrency or self._suspects:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
@@ -241,6 +244,8 @@ class Worker:
                 raise waiter.exception()  # type: ignore[misc]
 
     def _start(self, claim: Claim) -> None:
+        if claim.crashes:
+            self._suspects.add(claim.task_id)
         job = asyncio.create_task(self._run_task(claim), name=f"task-{claim.task_id}")
         self.running[claim.task_id] = (claim, job)
         self.info.current = list(self.running)
@@ -248,13 +253,17 @@ class Worker:
 
     def _finished(self, task_id: str) -> None:
         self.running.pop(task_id, None)
+        self._suspects.discard(task_id)
         self.info.current = list(self.running)
         self._slot_free.set()
+        self._alone.set()
 
     # Running one task --------------------------------------------------------
 
     async def _run_task(self, claim: Claim) -> None:
         try:
+            if claim.crashes:
+                await self._wait_alone(claim)
             await self._execute(claim)
         except asyncio.CancelledError:
             raise
@@ -265,6 +274,19 @@ class Worker:
             await self._fail(
                 claim, f"error: {type(err).__name__}: {err}", retryable=True
             )
+
+    async def _wait_alone(self, claim: Claim) -> None:
+        """A task some worker died holding runs alone, once the others end:
+        if this process dies now, the task was the cause, and the tasks that
+        merely shared a process with it are not charged again."""
+        logger.info(
+            "task %s: %d workers died holding it; running it alone",
+            claim.task_id,
+            claim.crashes,
+        )
+        while len(self.running) > 1:
+            self._alone.clear()
+            await self._alone.wait()
 
     async def _execute(self, claim: Claim) -> None:
         started = time.time()

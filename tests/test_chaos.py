@@ -394,6 +394,7 @@ async def test_redis_outage_is_survived_and_logged_once(
     logs.mkdir()
     async with connected(settings) as sv:
         console = ControlPlane(sv, None)
+        assert (await console.snapshot()).error is None
         await enqueue_all(sv, tasks)
         with contextlib.ExitStack() as stack:
             procs = [
