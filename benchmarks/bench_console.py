@@ -41,9 +41,11 @@ def _count_round_trips(sv: Services) -> list[int]:
     cls: type[AbstractConnection] = sv.client.connection_pool.connection_class
     send = cls.send_packed_command
 
-    async def counting(self: AbstractConnection, command: Any, *args: Any) -> None:
+    async def counting(
+        self: AbstractConnection, command: Any, check_health: bool = True
+    ) -> None:
         counter[0] += 1
-        await send(self, command, *args)
+        await send(self, command, check_health)
 
     cls.send_packed_command = counting  # type: ignore[method-assign]
     return counter
