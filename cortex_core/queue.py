@@ -30,6 +30,8 @@ IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 DONE_RETENTION_MS = 7 * 24 * 3600 * 1000
 #: Longest single blocking pop; below ``connection.COMMAND_TIMEOUT``.
 MAX_BLOCK_SECONDS = 4.0
+#: Tasks one enqueue script takes; a longer batch is several, pipelined.
+ENQUEUE_CHUNK = 200
 _PRIORITY_NAMES = [str(p) for p in PRIORITIES]
 
 
@@ -148,7 +150,7 @@ class TaskQueue:
         self.events_maxlen = events_maxlen
         self.done_retention_ms = done_retention_ms
         self._pending = [keys.pending(p) for p in PRIORITIES]
-        self._enqueue = client.register_script(lua.ENQUEUE)
+        self._enqueue_many = client.register_script(lua.ENQUEUE_MANY)
         self._claim = client.register_script(lua.CLAIM)
         self._renew = client.register_script(lua.RENEW)
         self._complete = client.register_script(lua.COMPLETE)
@@ -181,20 +183,34 @@ class TaskQueue:
             return []
         if payloads is None:
             payloads = [t.to_json() for t in tasks]
+        chunks = [
+            (tasks[i : i + ENQUEUE_CHUNK], payloads[i : i + ENQUEUE_CHUNK])
+            for i in range(0, len(tasks), ENQUEUE_CHUNK)
+        ]
         async with self.client.pipeline(transaction=False) as pipe:
-            for task, payload in zip(tasks, payloads, strict=True):
-                keys, args = self._enqueue_call(task, payload)
-                await self._enqueue(keys, args, client=pipe)
-            # Each task is one script, atomic on its own: when Redis refuses
-            # some (out of memory), the caller learns which ones it took.
+            for chunk, chunk_payloads in chunks:
+                keys, args = self._enqueue_many_call(chunk, chunk_payloads)
+                await self._enqueue_many(keys, args, client=pipe)
+            # Each chunk is one script, atomic on its own: when Redis refuses
+            # one (out of memory), the caller learns which tasks it took.
             replies = await pipe.execute(raise_on_error=False)
         results: list[tuple[str, bool]] = []
         refused: list[tuple[Task, ResponseError]] = []
-        for task, reply in zip(tasks, replies, strict=True):
+        pairs: list[tuple[Task, tuple[Any, Any] | ResponseError]] = []
+        for (chunk, _), reply in zip(chunks, replies, strict=True):
             if isinstance(reply, ResponseError):
-                refused.append((task, reply))
+                pairs.extend((task, reply) for task in chunk)
+            else:
+                flat = list(reply)
+                pairs.extend(
+                    (task, (flat[2 * i], flat[2 * i + 1]))
+                    for i, task in enumerate(chunk)
+                )
+        for task, outcome in pairs:
+            if isinstance(outcome, ResponseError):
+                refused.append((task, outcome))
                 continue
-            created, task_id = reply
+            created, task_id = outcome
             results.append((_text(task_id), bool(created)))
             if not created:
                 logger.info(
@@ -225,25 +241,27 @@ class TaskQueue:
             ) from err
         return results
 
-    def _enqueue_call(self, task: Task, payload: bytes) -> tuple[list[str], list[Any]]:
-        tkey = self.keys.task(task.id)
-        idem = task.idempotency_key
-        keys = [
-            tkey,
-            self.keys.pending(task.priority),
-            self.keys.events,
-            self.keys.wake,
-            self.keys.idem_prefix + idem if idem else tkey,
-        ]
-        args: list[Any] = [
-            task.id,
-            payload,
-            str(task.priority),
-            task.category,
-            task.max_attempts,
-            IDEMPOTENCY_TTL_MS if idem else 0,
-            self.events_maxlen,
-        ]
+    def _enqueue_many_call(
+        self, tasks: Sequence[Task], payloads: Sequence[bytes]
+    ) -> tuple[list[str], list[Any]]:
+        keys = [self.keys.events, self.keys.wake]
+        args: list[Any] = [self.events_maxlen]
+        for task, payload in zip(tasks, payloads, strict=True):
+            tkey = self.keys.task(task.id)
+            idem = task.idempotency_key
+            keys += [
+                tkey,
+                self.keys.pending(task.priority),
+                self.keys.idem_prefix + idem if idem else tkey,
+            ]
+            args += [
+                task.id,
+                payload,
+                str(task.priority),
+                task.category,
+                task.max_attempts,
+                IDEMPOTENCY_TTL_MS if idem else 0,
+            ]
         return keys, args
 
     # Consuming ---------------------------------------------------------------

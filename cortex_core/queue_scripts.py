@@ -25,32 +25,53 @@ local function event(stream, maxlen, kind, id, prio, cat, worker, attempt, detai
 end
 """
 
-# KEYS: task record, pending list of its priority, events, wake, idempotency
-#       key (or the task record again when there is none)
-# ARGV: id, payload, priority, category, max_attempts, idempotency ttl ms
-#       (0: no key), events maxlen
-# Returns {1, id} when enqueued, {0, id} when the idempotency key or the id
-# already named a task (id is that task's).
-ENQUEUE = (
+# KEYS: events, wake, then for each task: its record, the pending list of its
+#       priority, its idempotency key (or its record again when it has none)
+# ARGV: events maxlen, then for each task: id, payload, priority, category,
+#       max_attempts, idempotency ttl ms (0: no key)
+# Enqueues a batch in one call, each task atomically: a task whose
+# idempotency key (used in the last ttl) or id already names a task is not
+# enqueued again. Returns {created, id, created, id, ...} in the order given:
+# {1, id} when enqueued, {0, id of the earlier task} when not. Redis checks
+# memory before the first write, so a full Redis refuses the whole batch and
+# writes nothing.
+ENQUEUE_MANY = (
     _PRELUDE
     + """
-local id = ARGV[1]
-local ttl = tonumber(ARGV[6])
-if ttl > 0 then
-  local existing = redis.call('GET', KEYS[5])
-  if existing then return {0, existing} end
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0, id} end
 local now = now_ms()
-redis.call('HSET', KEYS[1], 'payload', ARGV[2], 'state', 'pending',
-  'priority', ARGV[3], 'category', ARGV[4], 'attempts', 0,
-  'max_attempts', ARGV[5], 'enqueued_at', now)
-redis.call('RPUSH', KEYS[2], id)
-if ttl > 0 then redis.call('SET', KEYS[5], id, 'PX', ttl) end
-event(KEYS[3], ARGV[7], 'enqueued', id, ARGV[3], ARGV[4], '', '0', '')
-redis.call('LPUSH', KEYS[4], '1')
-redis.call('LTRIM', KEYS[4], 0, 63)
-return {1, id}
+local out = {}
+local created = 0
+local n = (#KEYS - 2) / 3
+for i = 0, n - 1 do
+  local rec, list, idem = KEYS[3 + 3 * i], KEYS[4 + 3 * i], KEYS[5 + 3 * i]
+  local a = 2 + 6 * i
+  local id, ttl = ARGV[a], tonumber(ARGV[a + 5])
+  local existing = nil
+  if ttl > 0 then existing = redis.call('GET', idem) end
+  if existing then
+    table.insert(out, 0)
+    table.insert(out, existing)
+  elseif redis.call('EXISTS', rec) == 1 then
+    table.insert(out, 0)
+    table.insert(out, id)
+  else
+    redis.call('HSET', rec, 'payload', ARGV[a + 1], 'state', 'pending',
+      'priority', ARGV[a + 2], 'category', ARGV[a + 3], 'attempts', 0,
+      'max_attempts', ARGV[a + 4], 'enqueued_at', now)
+    redis.call('RPUSH', list, id)
+    if ttl > 0 then redis.call('SET', idem, id, 'PX', ttl) end
+    event(KEYS[1], ARGV[1], 'enqueued', id, ARGV[a + 2], ARGV[a + 3], '', '0',
+      '')
+    created = created + 1
+    table.insert(out, 1)
+    table.insert(out, id)
+  end
+end
+if created > 0 then
+  for _ = 1, math.min(created, 64) do redis.call('LPUSH', KEYS[2], '1') end
+  redis.call('LTRIM', KEYS[2], 0, 63)
+end
+return out
 """
 )
 
