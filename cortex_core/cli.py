@@ -54,7 +54,11 @@ _SETTING_FLAGS: list[tuple[str, str, type, str]] = [
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     for flag, dest, kind, text in _SETTING_FLAGS:
-        common.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+        # SUPPRESS: a subcommand's parser must not reset a flag given before
+        # the subcommand (cortex --redis-url URL status) to a default.
+        common.add_argument(
+            flag, dest=dest, type=kind, default=argparse.SUPPRESS, help=text
+        )
 
     parser = argparse.ArgumentParser(
         prog="cortex",
@@ -169,10 +173,16 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await _worker(settings, args.name)
     if command == "stress":
         settings = load_settings(args)
-        setup_logging("WARNING" if args.log_level is None else settings.log_level)
+        setup_logging(
+            "WARNING"
+            if getattr(args, "log_level", None) is None
+            else settings.log_level
+        )
         return await _stress(settings, args)
     settings = load_settings(args)
-    setup_logging("WARNING" if args.log_level is None else settings.log_level)
+    setup_logging(
+        "WARNING" if getattr(args, "log_level", None) is None else settings.log_level
+    )
     if command == "up":
         if args.workers is not None:
             settings = settings.replace(workers=args.workers)

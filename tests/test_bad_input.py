@@ -225,3 +225,11 @@ async def test_console_actions_refuse_bad_input(services: Services) -> None:
             await control.scale(delta)
     assert await backend.read_desired() == services.settings.workers
     assert (await services.queue.depths()).total_pending == 0
+
+
+def test_a_flag_before_the_subcommand_is_kept(child_env: dict[str, str]) -> None:
+    """``cortex --redis-url URL status`` uses URL, as ``status --redis-url``
+    does (the subcommand's parser once reset it to the embedded default)."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    line = _error_line(run_cli("--redis-url", url, "status", env=child_env))
+    assert "unreachable" in line and f"{urlsplit(url).port}" in line, line
