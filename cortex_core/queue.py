@@ -268,6 +268,12 @@ class TaskQueue:
 
     async def claim(self, worker_id: str, lease_ms: int) -> Claim | None:
         """Take the oldest task of the highest unpaused priority, or None."""
+        claims = await self.claim_many(worker_id, lease_ms, 1)
+        return claims[0] if claims else None
+
+    async def claim_many(self, worker_id: str, lease_ms: int, most: int) -> list[Claim]:
+        """Take up to ``most`` tasks in one round trip, in the order one claim
+        at a time would take them; an empty list when there is nothing."""
         token = secrets.token_hex(8)
         reply = await self._claim(
             [
@@ -284,21 +290,25 @@ class TaskQueue:
                 self.keys.task_prefix,
                 self.events_maxlen,
                 *_PRIORITY_NAMES,
+                max(1, most),
             ],
         )
-        if reply is None:
-            return None
-        task_id, payload, attempt, max_attempts, priority, deadline, crashes = reply
-        return Claim(
-            task_id=_text(task_id),
-            payload=bytes(payload or b""),
-            attempt=int(attempt),
-            max_attempts=int(max_attempts),
-            priority=Priority(_text(priority)),
-            token=token,
-            deadline_ms=int(deadline),
-            crashes=int(crashes),
-        )
+        claims = []
+        for item in reply or []:
+            task_id, payload, attempt, max_attempts, priority, deadline, crashes = item
+            claims.append(
+                Claim(
+                    task_id=_text(task_id),
+                    payload=bytes(payload or b""),
+                    attempt=int(attempt),
+                    max_attempts=int(max_attempts),
+                    priority=Priority(_text(priority)),
+                    token=token,
+                    deadline_ms=int(deadline),
+                    crashes=int(crashes),
+                )
+            )
+        return claims
 
     async def wait_for_work(self, timeout: float) -> bool:
         """Block until an enqueue signals work or ``timeout`` seconds pass."""

@@ -77,22 +77,29 @@ return out
 
 # KEYS: inflight, paused, events, dead, pending lists critical..low
 # ARGV: worker id, lease ms, lease token, task key prefix, events maxlen,
-#       priority names critical..low
-# Returns nil when nothing can be claimed, else
-# {id, payload, attempts, max_attempts, priority, deadline ms, crashes}
-# (crashes: how many worker processes died holding the task).
+#       priority names critical..low, most tasks to claim
+# Returns the claims, highest priority first, as a list (empty when nothing
+# can be claimed) of {id, payload, attempts, max_attempts, priority,
+# deadline ms, crashes} (crashes: how many worker processes died holding the
+# task). The claims of one call share the lease token. A task with crashes
+# is claimed alone: it ends a batch, or waits at the head of its queue for
+# the next call when the batch already holds others.
 # A list entry that names no task record is dead-lettered under the first 24
 # hex digits of its SHA-1, with the raw entry kept as its payload.
 CLAIM = (
     _PRELUDE
     + """
-if redis.call('SISMEMBER', KEYS[2], 'all') == 1 then return nil end
+local out = {}
+if redis.call('SISMEMBER', KEYS[2], 'all') == 1 then return out end
 local prefix = ARGV[4]
+local want = tonumber(ARGV[10])
 local now = now_ms()
+local deadline = now + tonumber(ARGV[2])
 for i = 1, 4 do
   local prio = ARGV[5 + i]
-  if redis.call('SISMEMBER', KEYS[2], prio) == 0 then
+  if #out < want and redis.call('SISMEMBER', KEYS[2], prio) == 0 then
     for _ = 1, 1000 do
+      if #out >= want then break end
       local id = redis.call('LPOP', KEYS[4 + i])
       if not id then break end
       local tkey = prefix .. id
@@ -117,21 +124,27 @@ for i = 1, 4 do
           redis.call('ZADD', KEYS[4], now, id)
           event(KEYS[3], ARGV[5], 'dead', id, prio, f[3], ARGV[1], '0', reason)
         else
+          local crashes = tonumber(f[5]) or 0
+          if crashes > 0 and #out > 0 then
+            -- A crash suspect runs alone: it starts the next call's batch.
+            redis.call('LPUSH', KEYS[4 + i], id)
+            return out
+          end
           local attempts = redis.call('HINCRBY', tkey, 'attempts', 1)
-          local deadline = now + tonumber(ARGV[2])
           redis.call('HSET', tkey, 'state', 'running', 'worker', ARGV[1],
             'lease', ARGV[3], 'claimed_at', now)
           redis.call('ZADD', KEYS[1], deadline, id)
           event(KEYS[3], ARGV[5], 'claimed', id, prio, f[3], ARGV[1],
             tostring(attempts), '')
-          return {id, f[1] or '', attempts, max, prio, deadline,
-            tonumber(f[5]) or 0}
+          table.insert(out, {id, f[1] or '', attempts, max, prio, deadline,
+            crashes})
+          if crashes > 0 then return out end
         end
       end
     end
   end
 end
-return nil
+return out
 """
 )
 

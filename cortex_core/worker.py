@@ -192,8 +192,11 @@ class Worker:
             try:
                 if outage.since is not None:
                     await self._recover_lost_claims()
-                claim = await self.queue.claim(self.worker_id, self.lease_ms)
-                if claim is None:
+                free = self.concurrency - len(self.running)
+                claims = await self.queue.claim_many(
+                    self.worker_id, self.lease_ms, free
+                )
+                if not claims:
                     await self._wait_for_work()
                 outage.ok()
             except _OUTAGE_ERRORS as err:
@@ -204,7 +207,7 @@ class Worker:
                 logger.exception("worker %s: claim failed", self.worker_id)
                 await self._sleep(1.0)
                 continue
-            if claim is not None:
+            for claim in claims:
                 self._start(claim)
 
     async def _recover_lost_claims(self) -> None:

@@ -61,3 +61,26 @@ async def test_a_claim_whose_reply_was_lost_is_handed_back(
     async with running(worker):
         await wait_for(lambda: _all_done(services, [lost.id]), "the task done")
     assert (await services.queue.get(lost.id)).attempts == 1
+
+
+async def test_claim_many_keeps_priority_order_and_claims_a_suspect_alone(
+    services: Services,
+) -> None:
+    """One call takes several tasks in the order single claims would; a crash
+    suspect is never claimed beside others: it ends a batch or starts one."""
+    low, crit = make_task("cicd", "low"), make_task("cicd", "critical")
+    high = make_task("cicd", "high")
+    await services.enqueue([low, crit, high])
+    claims = await services.queue.claim_many("w", 30_000, 5)
+    assert [c.task_id for c in claims] == [crit.id, high.id, low.id]
+    out = await services.queue.worker_crashed("w", "worker_crash (test)")
+    assert sorted(out.returned) == sorted([crit.id, high.id, low.id])
+    fresh = make_task("cicd", "critical")
+    await services.enqueue([fresh])
+    # Queues now: critical [crit (suspect), fresh], high [high], low [low].
+    first = await services.queue.claim_many("w2", 30_000, 8)
+    assert [(c.task_id, c.crashes) for c in first] == [(crit.id, 1)]
+    second = await services.queue.claim_many("w2", 30_000, 8)
+    assert [c.task_id for c in second] == [fresh.id]
+    third = await services.queue.claim_many("w2", 30_000, 8)
+    assert [c.task_id for c in third] == [high.id]
