@@ -187,13 +187,23 @@ class TaskQueue:
             (tasks[i : i + ENQUEUE_CHUNK], payloads[i : i + ENQUEUE_CHUNK])
             for i in range(0, len(tasks), ENQUEUE_CHUNK)
         ]
-        async with self.client.pipeline(transaction=False) as pipe:
-            for chunk, chunk_payloads in chunks:
-                keys, args = self._enqueue_many_call(chunk, chunk_payloads)
-                await self._enqueue_many(keys, args, client=pipe)
-            # Each chunk is one script, atomic on its own: when Redis refuses
-            # one (out of memory), the caller learns which tasks it took.
-            replies = await pipe.execute(raise_on_error=False)
+        # Each chunk is one script, atomic on its own: when Redis refuses one
+        # (out of memory), the caller learns which tasks it took.
+        replies: list[Any]
+        if len(chunks) == 1:
+            # One call, no pipeline: a pipeline of scripts costs a round
+            # trip more (SCRIPT EXISTS), which doubles a single enqueue.
+            keys, args = self._enqueue_many_call(*chunks[0])
+            try:
+                replies = [await self._enqueue_many(keys, args)]
+            except ResponseError as refusal:
+                replies = [refusal]
+        else:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for chunk, chunk_payloads in chunks:
+                    keys, args = self._enqueue_many_call(chunk, chunk_payloads)
+                    await self._enqueue_many(keys, args, client=pipe)
+                replies = await pipe.execute(raise_on_error=False)
         results: list[tuple[str, bool]] = []
         refused: list[tuple[Task, ResponseError]] = []
         pairs: list[tuple[Task, tuple[Any, Any] | ResponseError]] = []
