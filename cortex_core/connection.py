@@ -104,7 +104,7 @@ async def check(client: aioredis.Redis, url: str) -> dict[str, str]:
     except AuthenticationError as err:
         if parts.password or "password=" in parts.query:
             raise RedisUnavailable(
-                f"{target}: authentication failed (wrong password or user)"
+                f"{target}: authentication failed (the password or user was refused)"
             ) from err
         raise RedisUnavailable(
             f"{target}: authentication failed: the server wants a password and "

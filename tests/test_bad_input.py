@@ -51,7 +51,7 @@ def _with_password(url: str, password: str | None) -> str:
 @pytest.mark.parametrize(
     ("password", "expected"),
     [
-        pytest.param("not-the-password", "wrong password", id="wrong"),
+        pytest.param("not-the-password", "password or user was refused", id="wrong"),
         pytest.param(None, "the URL gives none", id="missing"),
     ],
 )
