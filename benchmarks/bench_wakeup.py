@@ -10,7 +10,7 @@ from benchmarks.common import bench_services, percentile, private_redis
 from cortex_core.models import Priority, Task
 from cortex_core.queue import TaskQueue
 
-SAMPLES = 200
+SAMPLES = 1000
 POLL_SECONDS = 0.05
 
 
@@ -67,6 +67,7 @@ def main() -> None:
     print(
         "  p50 ratio poll/blocking "
         f"{percentile(polling, 50) / percentile(blocking, 50):.1f}x"
+        "  (aim: blocking p99 under 5 ms)"
     )
 
 

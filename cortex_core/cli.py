@@ -15,10 +15,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from cortex_core import reconcile
 from cortex_core.backends.kubernetes import MAX_REPLICAS, KubernetesBackend
 from cortex_core.backends.local import LocalBackend
 from cortex_core.config import Settings, parse_latency
-from cortex_core.errors import CortexError
+from cortex_core.errors import CortexError, EnqueueRefused
 from cortex_core.executor import SimulatedExecutor
 from cortex_core.models import PRIORITIES, Priority, Task
 from cortex_core.probe import ProbeServer
@@ -95,6 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("task_id", nargs="?")
     group.add_argument("--all", action="store_true", help="every dead task")
+
+    p = sub.add_parser("audit", parents=[common], help="check the audit trail")
+    audit = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    p = audit.add_parser(
+        "verify", parents=[common], help="compare Redis with the audit trail"
+    )
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser(
+        "restore", parents=[common], help="rebuild lost queues from the audit trail"
+    )
+    p.add_argument("--dry-run", action="store_true", help="say what, change nothing")
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("scale", parents=[common], help="set the worker count")
     p.add_argument("count", help="N, +N or -N")
@@ -187,8 +201,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await _status(system, args.json)
         if command == "requeue":
             if args.all:
-                n = await sv.queue.requeue_all_dead()
-                print(f"requeued {n} dead tasks")
+                ids = await sv.queue.requeue_all_dead()
+                for task_id in ids:
+                    sv.audit.record(task_id, "requeued", by="cli")
+                print(f"requeued {len(ids)} dead tasks")
             else:
                 await system.control.requeue(args.task_id)
                 print(f"requeued {args.task_id}")
@@ -198,6 +214,14 @@ async def _dispatch(args: argparse.Namespace) -> int:
         if command == "unpin":
             owner = await system.control.release_pin()
             print(f"released: the worker count belongs to {owner} again")
+            return 0
+        if command == "audit":
+            report = await reconcile.verify(sv.queue, sv.audit)
+            print(json.dumps(report.to_json()) if args.json else report.render())
+            return 0 if report.ok else 1
+        if command == "restore":
+            restored = await reconcile.restore(sv.queue, sv.audit, dry_run=args.dry_run)
+            print(json.dumps(restored.to_json()) if args.json else restored.render())
             return 0
         if command in ("pause", "resume"):
             prio = Priority(args.priority) if args.priority else None
@@ -220,7 +244,9 @@ async def _worker(
             queue=sv.queue,
             limiter=sv.limiter,
             executor=SimulatedExecutor(
-                settings.sim_latency_min, settings.sim_latency_max
+                settings.sim_latency_min,
+                settings.sim_latency_max,
+                crash_marker=settings.sim_crash_marker,
             ),
             heartbeats=sv.heartbeats,
             audit=sv.audit,
@@ -265,7 +291,13 @@ def _tasks_from(args: argparse.Namespace, settings: Settings) -> list[Task]:
 
 
 async def _enqueue(sv: Services, tasks: list[Task], *, as_json: bool) -> int:
-    results = await sv.enqueue(tasks)
+    try:
+        results = await sv.enqueue(tasks)
+    except EnqueueRefused as err:
+        # Print what was enqueued before the error, so nothing goes unnoticed.
+        for task_id, created in err.created:
+            print(task_id if created else f"{task_id} (already enqueued)")
+        raise
     if as_json:
         print(json.dumps([{"id": i, "created": c} for i, c in results]))
     else:

@@ -62,6 +62,10 @@ class Settings:
     """Simulated model: shortest reply, seconds."""
     sim_latency_max: float = 5.0
     """Simulated model: longest reply, seconds."""
+    sim_crash_marker: str = ""
+    """Testing only: the simulated model ends its worker process (exit code
+    70) on a query containing this text, to exercise crash handling; empty,
+    the default, never."""
     event_stream_length: int = 10_000
     """Approximate length the task event stream is capped at."""
     log_level: str = "INFO"
@@ -187,6 +191,8 @@ class Settings:
         _require(self.sim_latency_max, "sim_latency_max", 0.0, 600.0)
         if self.sim_latency_max < self.sim_latency_min:
             raise ConfigError("sim_latency_max: must not be below sim_latency_min")
+        if self.sim_crash_marker and not self.simulated:
+            raise ConfigError("sim_crash_marker: only with the simulated executor")
         _require(self.event_stream_length, "event_stream_length", 100, 10_000_000)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("log_level: one of DEBUG, INFO, WARNING, ERROR")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -96,13 +97,23 @@ async def check(client: aioredis.Redis, url: str) -> dict[str, str]:
     its password) and what went wrong.
     """
     target = redact_url(url)
+    parts = urlsplit(url)
     try:
         await client.ping()
         info = await client.info("server")
     except AuthenticationError as err:
-        raise RedisUnavailable(f"{target}: authentication failed ({err})") from err
+        if parts.password or "password=" in parts.query:
+            raise RedisUnavailable(
+                f"{target}: authentication failed (the password or user was refused)"
+            ) from err
+        raise RedisUnavailable(
+            f"{target}: authentication failed: the server wants a password and "
+            "the URL gives none (redis://:PASSWORD@host:port/db)"
+        ) from err
     except (RedisConnectionError, RedisTimeoutError, OSError) as err:
-        raise RedisUnavailable(f"{target}: unreachable ({err})") from err
+        raise RedisUnavailable(
+            f"{target}: unreachable ({err}){_tls_hint(parts.scheme, err)}"
+        ) from err
     except ResponseError as err:
         raise RedisUnavailable(f"{target}: {err}") from err
     policy = "unknown"
@@ -122,6 +133,16 @@ async def check(client: aioredis.Redis, url: str) -> dict[str, str]:
             policy,
         )
     return {"maxmemory_policy": policy, "version": version}
+
+
+def _tls_hint(scheme: str, err: BaseException) -> str:
+    """A hint when the failure looks like TLS on one side only."""
+    text = str(err).lower()
+    if scheme == "redis" and ("reset by peer" in text or "closed by server" in text):
+        return "; if the server requires TLS, use a rediss:// URL"
+    if scheme == "rediss" and ("timeout" in text or "ssl" in text or "eof" in text):
+        return "; if the server does not speak TLS, use a redis:// URL"
+    return ""
 
 
 def _text(value: object) -> str:

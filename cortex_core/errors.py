@@ -41,3 +41,15 @@ class ClusterError(CortexError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class EnqueueRefused(CortexError):
+    """Redis refused some tasks of a batch (out of memory, say); ``created``
+    holds (id, created) for those it took, ``refused`` the ids it did not."""
+
+    def __init__(
+        self, message: str, created: list[tuple[str, bool]], refused: list[str]
+    ) -> None:
+        super().__init__(message)
+        self.created = created
+        self.refused = refused

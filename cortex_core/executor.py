@@ -5,18 +5,24 @@ tokens a task), and everything it produces says that it is simulated."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import os
 import random
 from dataclasses import dataclass
 from typing import Protocol
 
 from cortex_core.models import Task
 
+logger = logging.getLogger(__name__)
+
 SIMULATED_MODEL = "simulated"
 #: Tokens of the simulated system prompt.
 _SIM_SYSTEM_TOKENS = 40
 _SIM_OUTPUT_MIN = 35
 _SIM_OUTPUT_MAX = 68
+#: Exit code of a worker the simulated model crashed on purpose.
+CRASH_EXIT_CODE = 70
 
 
 @dataclass(frozen=True)
@@ -54,16 +60,28 @@ class SimulatedExecutor:
     simulated = True
 
     def __init__(
-        self, latency_min: float, latency_max: float, *, seed: int | None = None
+        self,
+        latency_min: float,
+        latency_max: float,
+        *,
+        seed: int | None = None,
+        crash_marker: str = "",
     ) -> None:
         self.latency_min = latency_min
         self.latency_max = latency_max
+        self.crash_marker = crash_marker
         self._rng = random.Random(seed)
 
     def estimate(self, task: Task) -> tuple[int, int]:
         return self._input_tokens(task), _SIM_OUTPUT_MAX
 
     async def run(self, task: Task) -> Execution:
+        if self.crash_marker and self.crash_marker in task.query:
+            logger.critical(
+                "task %s: query holds the crash marker; ending this process", task.id
+            )
+            logging.shutdown()
+            os._exit(CRASH_EXIT_CODE)
         latency = self._rng.uniform(self.latency_min, self.latency_max)
         await asyncio.sleep(latency)
         # Output depends on the task alone, so a retry answers the same.

@@ -49,6 +49,19 @@ class WorkerInfo:
             return None
 
 
+# KEYS: the workers index
+# ARGV: the prefix of a worker record's key
+# Returns {ids, records}: every id in the index and its record (false where
+# the record expired). The records share the index's hash tag.
+_ALIVE = """
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+if #ids == 0 then return {ids, {}} end
+local keys = {}
+for i, id in ipairs(ids) do keys[i] = ARGV[1] .. id end
+return {ids, redis.call('MGET', unpack(keys))}
+"""
+
+
 class Heartbeats:
     """Owns the ``worker:<id>`` records and the ``workers`` index."""
 
@@ -58,6 +71,7 @@ class Heartbeats:
         self.client = client
         self.keys = keys
         self.interval = interval
+        self._alive = client.register_script(_ALIVE)
 
     @property
     def ttl_ms(self) -> int:
@@ -77,14 +91,15 @@ class Heartbeats:
             await pipe.execute()
 
     async def alive(self) -> list[WorkerInfo]:
-        """Workers whose record has not expired, by id; prunes the index."""
-        ids = [
-            i.decode() if isinstance(i, bytes) else str(i)
-            for i in await self.client.zrange(self.keys.workers, 0, -1)
-        ]
+        """Workers whose record has not expired, by id; prunes the index.
+
+        One round trip (the console calls this every refresh), two when an
+        entry must be pruned."""
+        reply = await self._alive([self.keys.workers], [self.keys.worker("")])
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in reply[0]]
         if not ids:
             return []
-        raws = await self.client.mget([self.keys.worker(i) for i in ids])
+        raws = reply[1]
         out: list[WorkerInfo] = []
         gone: list[str] = []
         for worker_id, raw in zip(ids, raws, strict=True):

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from cortex_core import queue_scripts as lua
-from cortex_core.errors import InvalidTransition, UnknownTask
+from cortex_core.errors import EnqueueRefused, InvalidTransition, UnknownTask
 from cortex_core.keys import Keyspace
 from cortex_core.models import PRIORITIES, Priority, Task, TaskResult, TaskState
 from cortex_core.snapshot import LogEntry, QueueDepths
@@ -29,6 +30,8 @@ IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 DONE_RETENTION_MS = 7 * 24 * 3600 * 1000
 #: Longest single blocking pop; below ``connection.COMMAND_TIMEOUT``.
 MAX_BLOCK_SECONDS = 4.0
+#: Tasks one enqueue script takes; a longer batch is several, pipelined.
+ENQUEUE_CHUNK = 200
 _PRIORITY_NAMES = [str(p) for p in PRIORITIES]
 
 
@@ -43,6 +46,9 @@ class Claim:
     priority: Priority
     token: str
     deadline_ms: int
+    crashes: int = 0
+    """Worker processes that died holding this task; a worker runs such a
+    suspect alone."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,35 @@ class ReapResult:
     dead: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class RestoreEntry:
+    """One task to rebuild in Redis from the audit trail."""
+
+    task: Task
+    state: TaskState
+    attempts: int
+    enqueued_at_ms: int
+    finished_at_ms: int | None = None
+    reason: str = ""
+    result: bytes = b""
+    keep_ms: int = 0
+    idempotency_ttl_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Every task record and every queue membership, read for a comparison.
+
+    ``states`` maps each task id to its record's state ("" if it has none).
+    The other fields list the ids each structure holds.
+    """
+
+    states: dict[str, str]
+    pending: dict[str, list[str]]
+    inflight: list[str]
+    dead: list[str]
+
+
 class TaskQueue:
     """All reads and writes of the queue's keys go through this class."""
 
@@ -115,7 +150,7 @@ class TaskQueue:
         self.events_maxlen = events_maxlen
         self.done_retention_ms = done_retention_ms
         self._pending = [keys.pending(p) for p in PRIORITIES]
-        self._enqueue = client.register_script(lua.ENQUEUE)
+        self._enqueue_many = client.register_script(lua.ENQUEUE_MANY)
         self._claim = client.register_script(lua.CLAIM)
         self._renew = client.register_script(lua.RENEW)
         self._complete = client.register_script(lua.COMPLETE)
@@ -123,6 +158,8 @@ class TaskQueue:
         self._hand_back = client.register_script(lua.HAND_BACK)
         self._reap = client.register_script(lua.REAP)
         self._requeue = client.register_script(lua.REQUEUE)
+        self._restore = client.register_script(lua.RESTORE)
+        self._worker_crashed = client.register_script(lua.WORKER_CRASHED)
 
     # Producing ---------------------------------------------------------------
 
@@ -146,13 +183,44 @@ class TaskQueue:
             return []
         if payloads is None:
             payloads = [t.to_json() for t in tasks]
-        async with self.client.pipeline(transaction=False) as pipe:
-            for task, payload in zip(tasks, payloads, strict=True):
-                keys, args = self._enqueue_call(task, payload)
-                await self._enqueue(keys, args, client=pipe)
-            replies = await pipe.execute()
-        results = []
-        for task, (created, task_id) in zip(tasks, replies, strict=True):
+        chunks = [
+            (tasks[i : i + ENQUEUE_CHUNK], payloads[i : i + ENQUEUE_CHUNK])
+            for i in range(0, len(tasks), ENQUEUE_CHUNK)
+        ]
+        # Each chunk is one script, atomic on its own: when Redis refuses one
+        # (out of memory), the caller learns which tasks it took.
+        replies: list[Any]
+        if len(chunks) == 1:
+            # One call, no pipeline: a pipeline of scripts costs a round
+            # trip more (SCRIPT EXISTS), which doubles a single enqueue.
+            keys, args = self._enqueue_many_call(*chunks[0])
+            try:
+                replies = [await self._enqueue_many(keys, args)]
+            except ResponseError as refusal:
+                replies = [refusal]
+        else:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for chunk, chunk_payloads in chunks:
+                    keys, args = self._enqueue_many_call(chunk, chunk_payloads)
+                    await self._enqueue_many(keys, args, client=pipe)
+                replies = await pipe.execute(raise_on_error=False)
+        results: list[tuple[str, bool]] = []
+        refused: list[tuple[Task, ResponseError]] = []
+        pairs: list[tuple[Task, tuple[Any, Any] | ResponseError]] = []
+        for (chunk, _), reply in zip(chunks, replies, strict=True):
+            if isinstance(reply, ResponseError):
+                pairs.extend((task, reply) for task in chunk)
+            else:
+                flat = list(reply)
+                pairs.extend(
+                    (task, (flat[2 * i], flat[2 * i + 1]))
+                    for i, task in enumerate(chunk)
+                )
+        for task, outcome in pairs:
+            if isinstance(outcome, ResponseError):
+                refused.append((task, outcome))
+                continue
+            created, task_id = outcome
             results.append((_text(task_id), bool(created)))
             if not created:
                 logger.info(
@@ -161,33 +229,61 @@ class TaskQueue:
                     task.idempotency_key,
                     _text(task_id),
                 )
+        if refused:
+            err = refused[0][1]
+            cause = str(err)
+            if "OOM command not allowed" in cause:
+                cause = (
+                    "out of memory (OOM: used memory is over maxmemory; raise "
+                    "maxmemory or drain the queue)"
+                )
+            logger.error(
+                "enqueue: Redis refused %d of %d tasks: %s",
+                len(refused),
+                len(tasks),
+                err,
+            )
+            raise EnqueueRefused(
+                f"Redis refused {len(refused)} of {len(tasks)} tasks, {cause}; "
+                f"{len(results)} were enqueued (ids printed), the others were not",
+                results,
+                [t.id for t, _ in refused],
+            ) from err
         return results
 
-    def _enqueue_call(self, task: Task, payload: bytes) -> tuple[list[str], list[Any]]:
-        tkey = self.keys.task(task.id)
-        idem = task.idempotency_key
-        keys = [
-            tkey,
-            self.keys.pending(task.priority),
-            self.keys.events,
-            self.keys.wake,
-            self.keys.idem_prefix + idem if idem else tkey,
-        ]
-        args: list[Any] = [
-            task.id,
-            payload,
-            str(task.priority),
-            task.category,
-            task.max_attempts,
-            IDEMPOTENCY_TTL_MS if idem else 0,
-            self.events_maxlen,
-        ]
+    def _enqueue_many_call(
+        self, tasks: Sequence[Task], payloads: Sequence[bytes]
+    ) -> tuple[list[str], list[Any]]:
+        keys = [self.keys.events, self.keys.wake]
+        args: list[Any] = [self.events_maxlen]
+        for task, payload in zip(tasks, payloads, strict=True):
+            tkey = self.keys.task(task.id)
+            idem = task.idempotency_key
+            keys += [
+                tkey,
+                self.keys.pending(task.priority),
+                self.keys.idem_prefix + idem if idem else tkey,
+            ]
+            args += [
+                task.id,
+                payload,
+                str(task.priority),
+                task.category,
+                task.max_attempts,
+                IDEMPOTENCY_TTL_MS if idem else 0,
+            ]
         return keys, args
 
     # Consuming ---------------------------------------------------------------
 
     async def claim(self, worker_id: str, lease_ms: int) -> Claim | None:
         """Take the oldest task of the highest unpaused priority, or None."""
+        claims = await self.claim_many(worker_id, lease_ms, 1)
+        return claims[0] if claims else None
+
+    async def claim_many(self, worker_id: str, lease_ms: int, most: int) -> list[Claim]:
+        """Take up to ``most`` tasks in one round trip, in the order one claim
+        at a time would take them; an empty list when there is nothing."""
         token = secrets.token_hex(8)
         reply = await self._claim(
             [
@@ -204,20 +300,25 @@ class TaskQueue:
                 self.keys.task_prefix,
                 self.events_maxlen,
                 *_PRIORITY_NAMES,
+                max(1, most),
             ],
         )
-        if reply is None:
-            return None
-        task_id, payload, attempt, max_attempts, priority, deadline = reply
-        return Claim(
-            task_id=_text(task_id),
-            payload=bytes(payload or b""),
-            attempt=int(attempt),
-            max_attempts=int(max_attempts),
-            priority=Priority(_text(priority)),
-            token=token,
-            deadline_ms=int(deadline),
-        )
+        claims = []
+        for item in reply or []:
+            task_id, payload, attempt, max_attempts, priority, deadline, crashes = item
+            claims.append(
+                Claim(
+                    task_id=_text(task_id),
+                    payload=bytes(payload or b""),
+                    attempt=int(attempt),
+                    max_attempts=int(max_attempts),
+                    priority=Priority(_text(priority)),
+                    token=token,
+                    deadline_ms=int(deadline),
+                    crashes=int(crashes),
+                )
+            )
+        return claims
 
     async def wait_for_work(self, timeout: float) -> bool:
         """Block until an enqueue signals work or ``timeout`` seconds pass."""
@@ -311,19 +412,73 @@ class TaskQueue:
             ],
             [self.keys.task_prefix, limit, self.events_maxlen, *_PRIORITY_NAMES],
         )
-        out = ReapResult()
-        target = out.returned
-        for item in reply:
-            text = _text(item)
-            if text == "|":
-                target = out.dead
-            else:
-                target.append(text)
+        out = _split(reply)
         for task_id in out.returned:
             logger.warning("task %s: lease expired, returned to its queue", task_id)
         for task_id in out.dead:
             logger.warning("task %s: lease expired on its last attempt, dead", task_id)
         return out
+
+    async def worker_crashed(self, worker_id: str, reason: str) -> ReapResult:
+        """Settle the tasks a dead worker process held: each attempt is spent
+        with ``reason``; back to the tail of its queue, or dead on the last."""
+        reply = await self._worker_crashed(
+            [
+                self.keys.inflight,
+                self.keys.events,
+                self.keys.dead,
+                self.keys.wake,
+                *self._pending,
+            ],
+            [
+                self.keys.task_prefix,
+                worker_id,
+                reason[:500],
+                self.events_maxlen,
+                *_PRIORITY_NAMES,
+            ],
+        )
+        out = _split(reply)
+        for task_id in out.returned:
+            logger.warning("task %s: worker %s crashed; retrying", task_id, worker_id)
+        for task_id in out.dead:
+            logger.warning(
+                "task %s: worker %s crashed on its last attempt; dead",
+                task_id,
+                worker_id,
+            )
+        return out
+
+    async def held_by(self, worker_id: str) -> list[Claim]:
+        """The leases Redis shows ``worker_id`` holding, as claims that can be
+        handed back (payload and attempt are not filled in)."""
+        ids = [_text(i) for i in await self.client.zrange(self.keys.inflight, 0, -1)]
+        if not ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hmget(self.keys.task(task_id), ["worker", "lease", "priority"])
+            replies = await pipe.execute()
+        held = []
+        for task_id, (worker, lease, priority) in zip(ids, replies, strict=True):
+            if worker is None or lease is None or _text(worker) != worker_id:
+                continue
+            try:
+                prio = Priority(_text(priority))
+            except ValueError:
+                continue
+            held.append(
+                Claim(
+                    task_id=task_id,
+                    payload=b"",
+                    attempt=0,
+                    max_attempts=0,
+                    priority=prio,
+                    token=_text(lease),
+                    deadline_ms=0,
+                )
+            )
+        return held
 
     # Operator actions --------------------------------------------------------
 
@@ -347,11 +502,93 @@ class TaskQueue:
             )
         logger.info("task %s: requeued from the dead-letter queue", task_id)
 
-    async def requeue_all_dead(self) -> int:
+    async def requeue_all_dead(self) -> list[str]:
+        """Requeue every dead task; return their ids."""
         ids = await self.dead_ids(limit=100_000)
         for task_id in ids:
             await self.requeue(task_id)
-        return len(ids)
+        return ids
+
+    # Reconciliation ----------------------------------------------------------
+
+    async def restore_many(self, entries: Sequence[RestoreEntry]) -> list[bool]:
+        """Rebuild tasks lost from Redis, in one round trip; for each, False
+        when Redis already had a record with its id (left as it was)."""
+        if not entries:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for e in entries:
+                await self._restore(*self._restore_call(e), client=pipe)
+            replies = await pipe.execute()
+        return [int(r) == 1 for r in replies]
+
+    def _restore_call(self, e: RestoreEntry) -> tuple[list[str], list[Any]]:
+        task = e.task
+        tkey = self.keys.task(task.id)
+        if e.state == TaskState.PENDING:
+            target = self.keys.pending(task.priority)
+        elif e.state == TaskState.DEAD:
+            target = self.keys.dead
+        elif e.state == TaskState.DONE:
+            target = tkey
+        else:
+            raise InvalidTransition(f"task {task.id}: cannot restore as {e.state}")
+        idem = task.idempotency_key
+        keys = [
+            tkey,
+            target,
+            self.keys.events,
+            self.keys.wake,
+            self.keys.idem_prefix + idem if idem else tkey,
+        ]
+        args: list[Any] = [
+            task.id,
+            task.to_json(),
+            str(e.state),
+            str(task.priority),
+            task.category,
+            e.attempts,
+            task.max_attempts,
+            e.enqueued_at_ms,
+            "" if e.finished_at_ms is None else e.finished_at_ms,
+            e.reason[:2000],
+            e.result,
+            e.keep_ms,
+            e.idempotency_ttl_ms if idem else 0,
+            self.events_maxlen,
+        ]
+        return keys, args
+
+    async def inventory(self, batch: int = 1000) -> Inventory:
+        """Read every task record's state and every queue's members."""
+        ids: list[str] = []
+        prefix = self.keys.task_prefix
+        async for key in self.client.scan_iter(match=prefix + "*", count=batch):
+            ids.append(_text(key)[len(prefix) :])
+        states: dict[str, str] = {}
+        for i in range(0, len(ids), batch):
+            chunk = ids[i : i + batch]
+            async with self.client.pipeline(transaction=False) as pipe:
+                for task_id in chunk:
+                    pipe.hget(self.keys.task(task_id), "state")
+                replies = await pipe.execute()
+            for task_id, state in zip(chunk, replies, strict=True):
+                states[task_id] = "" if state is None else _text(state)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in self._pending:
+                pipe.lrange(key, 0, -1)
+            pipe.zrange(self.keys.inflight, 0, -1)
+            pipe.zrange(self.keys.dead, 0, -1)
+            replies = await pipe.execute()
+        return Inventory(
+            states=states,
+            pending={
+                str(p): [_text(i) for i in ids]
+                for p, ids in zip(PRIORITIES, replies[:4], strict=True)
+            },
+            inflight=[_text(i) for i in replies[4]],
+            dead=[_text(i) for i in replies[5]],
+        )
 
     async def pause(self, priority: Priority | None = None) -> None:
         """Stop claims of one priority, or of all when ``priority`` is None."""
@@ -443,6 +680,19 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def _split(reply: Sequence[Any]) -> ReapResult:
+    """A script's ``{returned..., '|', dead...}`` reply."""
+    out = ReapResult()
+    target = out.returned
+    for item in reply:
+        text = _text(item)
+        if text == "|":
+            target = out.dead
+        else:
+            target.append(text)
+    return out
+
+
 def _int(value: bytes | None) -> int | None:
     if value is None:
         return None
@@ -505,7 +755,9 @@ def _event(event_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
 __all__ = [
     "Claim",
     "Event",
+    "Inventory",
     "ReapResult",
+    "RestoreEntry",
     "TaskQueue",
     "TaskRecord",
     "TaskState",

@@ -3,7 +3,8 @@ the server's clock, so deadlines do not depend on the workers' clocks.
 
 Task record fields (hash ``task:<id>``): payload, state, priority, category,
 attempts, max_attempts, lease, worker, enqueued_at, claimed_at, finished_at
-(milliseconds, server clock), result, reason.
+(milliseconds, server clock), result, reason, crashes (worker processes that
+died holding the task).
 
 Every state change also appends one entry to the ``events`` stream with the
 fields kind, task, priority, category, worker, attempt, detail.
@@ -24,52 +25,81 @@ local function event(stream, maxlen, kind, id, prio, cat, worker, attempt, detai
 end
 """
 
-# KEYS: task record, pending list of its priority, events, wake, idempotency
-#       key (or the task record again when there is none)
-# ARGV: id, payload, priority, category, max_attempts, idempotency ttl ms
-#       (0: no key), events maxlen
-# Returns {1, id} when enqueued, {0, id} when the idempotency key or the id
-# already named a task (id is that task's).
-ENQUEUE = (
+# KEYS: events, wake, then for each task: its record, the pending list of its
+#       priority, its idempotency key (or its record again when it has none)
+# ARGV: events maxlen, then for each task: id, payload, priority, category,
+#       max_attempts, idempotency ttl ms (0: no key)
+# Enqueues a batch in one call, each task atomically: a task whose
+# idempotency key (used in the last ttl) or id already names a task is not
+# enqueued again. Returns {created, id, created, id, ...} in the order given:
+# {1, id} when enqueued, {0, id of the earlier task} when not. Redis checks
+# memory before the first write, so a full Redis refuses the whole batch and
+# writes nothing.
+ENQUEUE_MANY = (
     _PRELUDE
     + """
-local id = ARGV[1]
-local ttl = tonumber(ARGV[6])
-if ttl > 0 then
-  local existing = redis.call('GET', KEYS[5])
-  if existing then return {0, existing} end
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0, id} end
 local now = now_ms()
-redis.call('HSET', KEYS[1], 'payload', ARGV[2], 'state', 'pending',
-  'priority', ARGV[3], 'category', ARGV[4], 'attempts', 0,
-  'max_attempts', ARGV[5], 'enqueued_at', now)
-redis.call('RPUSH', KEYS[2], id)
-if ttl > 0 then redis.call('SET', KEYS[5], id, 'PX', ttl) end
-event(KEYS[3], ARGV[7], 'enqueued', id, ARGV[3], ARGV[4], '', '0', '')
-redis.call('LPUSH', KEYS[4], '1')
-redis.call('LTRIM', KEYS[4], 0, 63)
-return {1, id}
+local out = {}
+local created = 0
+local n = (#KEYS - 2) / 3
+for i = 0, n - 1 do
+  local rec, list, idem = KEYS[3 + 3 * i], KEYS[4 + 3 * i], KEYS[5 + 3 * i]
+  local a = 2 + 6 * i
+  local id, ttl = ARGV[a], tonumber(ARGV[a + 5])
+  local existing = nil
+  if ttl > 0 then existing = redis.call('GET', idem) end
+  if existing then
+    table.insert(out, 0)
+    table.insert(out, existing)
+  elseif redis.call('EXISTS', rec) == 1 then
+    table.insert(out, 0)
+    table.insert(out, id)
+  else
+    redis.call('HSET', rec, 'payload', ARGV[a + 1], 'state', 'pending',
+      'priority', ARGV[a + 2], 'category', ARGV[a + 3], 'attempts', 0,
+      'max_attempts', ARGV[a + 4], 'enqueued_at', now)
+    redis.call('RPUSH', list, id)
+    if ttl > 0 then redis.call('SET', idem, id, 'PX', ttl) end
+    event(KEYS[1], ARGV[1], 'enqueued', id, ARGV[a + 2], ARGV[a + 3], '', '0',
+      '')
+    created = created + 1
+    table.insert(out, 1)
+    table.insert(out, id)
+  end
+end
+if created > 0 then
+  for _ = 1, math.min(created, 64) do redis.call('LPUSH', KEYS[2], '1') end
+  redis.call('LTRIM', KEYS[2], 0, 63)
+end
+return out
 """
 )
 
 # KEYS: inflight, paused, events, dead, pending lists critical..low
 # ARGV: worker id, lease ms, lease token, task key prefix, events maxlen,
-#       priority names critical..low
-# Returns nil when nothing can be claimed, else
-# {id, payload, attempts, max_attempts, priority, deadline ms}.
+#       priority names critical..low, most tasks to claim
+# Returns the claims, highest priority first, as a list (empty when nothing
+# can be claimed) of {id, payload, attempts, max_attempts, priority,
+# deadline ms, crashes} (crashes: how many worker processes died holding the
+# task). The claims of one call share the lease token. A task with crashes
+# is claimed alone: it ends a batch, or waits at the head of its queue for
+# the next call when the batch already holds others.
 # A list entry that names no task record is dead-lettered under the first 24
 # hex digits of its SHA-1, with the raw entry kept as its payload.
 CLAIM = (
     _PRELUDE
     + """
-if redis.call('SISMEMBER', KEYS[2], 'all') == 1 then return nil end
+local out = {}
+if redis.call('SISMEMBER', KEYS[2], 'all') == 1 then return out end
 local prefix = ARGV[4]
+local want = tonumber(ARGV[10])
 local now = now_ms()
+local deadline = now + tonumber(ARGV[2])
 for i = 1, 4 do
   local prio = ARGV[5 + i]
-  if redis.call('SISMEMBER', KEYS[2], prio) == 0 then
+  if #out < want and redis.call('SISMEMBER', KEYS[2], prio) == 0 then
     for _ = 1, 1000 do
+      if #out >= want then break end
       local id = redis.call('LPOP', KEYS[4 + i])
       if not id then break end
       local tkey = prefix .. id
@@ -84,7 +114,7 @@ for i = 1, 4 do
         event(KEYS[3], ARGV[5], 'dead', bad, prio, '', ARGV[1], '0', reason)
       elseif state == 'pending' then
         local f = redis.call('HMGET', tkey, 'payload', 'max_attempts', 'category',
-          'attempts')
+          'attempts', 'crashes')
         local max = tonumber(f[2]) or 1
         if not tonumber(f[4]) then
           -- A record this script cannot count attempts on: dead, not lost.
@@ -94,20 +124,27 @@ for i = 1, 4 do
           redis.call('ZADD', KEYS[4], now, id)
           event(KEYS[3], ARGV[5], 'dead', id, prio, f[3], ARGV[1], '0', reason)
         else
+          local crashes = tonumber(f[5]) or 0
+          if crashes > 0 and #out > 0 then
+            -- A crash suspect runs alone: it starts the next call's batch.
+            redis.call('LPUSH', KEYS[4 + i], id)
+            return out
+          end
           local attempts = redis.call('HINCRBY', tkey, 'attempts', 1)
-          local deadline = now + tonumber(ARGV[2])
           redis.call('HSET', tkey, 'state', 'running', 'worker', ARGV[1],
             'lease', ARGV[3], 'claimed_at', now)
           redis.call('ZADD', KEYS[1], deadline, id)
           event(KEYS[3], ARGV[5], 'claimed', id, prio, f[3], ARGV[1],
             tostring(attempts), '')
-          return {id, f[1] or '', attempts, max, prio, deadline}
+          table.insert(out, {id, f[1] or '', attempts, max, prio, deadline,
+            crashes})
+          if crashes > 0 then return out end
         end
       end
     end
   end
 end
-return nil
+return out
 """
 )
 
@@ -284,5 +321,91 @@ for i = 1, 4 do
   end
 end
 return 'unknown priority ' .. tostring(f[2])
+"""
+)
+
+# KEYS: task record, where the task goes (its pending list, the dead set, or
+#       the task record again for a done task), events, wake, idempotency key
+#       (or the task record again when there is none)
+# ARGV: id, payload, state (pending, dead or done), priority, category,
+#       attempts, max_attempts, enqueued_at ms, finished_at ms ('' none),
+#       reason, result json ('' none), ms the record is kept (0: for ever),
+#       idempotency ttl ms (0: none), events maxlen
+# Rebuilds one task from the audit trail. Returns 1, or 0 when a record with
+# that id exists already (it is left alone: Redis knows better than the trail).
+RESTORE = (
+    _PRELUDE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local state = ARGV[3]
+redis.call('HSET', KEYS[1], 'payload', ARGV[2], 'state', state,
+  'priority', ARGV[4], 'category', ARGV[5], 'attempts', ARGV[6],
+  'max_attempts', ARGV[7], 'enqueued_at', ARGV[8])
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'finished_at', ARGV[9]) end
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'reason', ARGV[10]) end
+if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[11]) end
+if state == 'pending' then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('LPUSH', KEYS[4], '1')
+  redis.call('LTRIM', KEYS[4], 0, 63)
+elseif state == 'dead' then
+  redis.call('ZADD', KEYS[2], tonumber(ARGV[9]) or now_ms(), ARGV[1])
+end
+local keep = tonumber(ARGV[12])
+if keep > 0 then redis.call('PEXPIRE', KEYS[1], keep) end
+local ttl = tonumber(ARGV[13])
+if ttl > 0 then redis.call('SET', KEYS[5], ARGV[1], 'PX', ttl, 'NX') end
+event(KEYS[3], ARGV[14], 'restored', ARGV[1], ARGV[4], ARGV[5], '',
+  ARGV[6], state)
+return 1
+"""
+)
+
+# KEYS: inflight, events, dead, wake, pending lists critical..low
+# ARGV: task key prefix, worker id, reason, events maxlen, priority names
+# A worker process died (its supervisor saw it exit with an error): every task
+# it held counts the attempt as spent by a crash. Each goes back to the tail
+# of its queue (not the head, so that the tasks that shared the dead process
+# spread over the other workers), or to the dead-letter queue with the reason
+# on its last attempt. Each task's 'crashes' count goes up by one, so that a
+# worker runs it alone next time and a crash it causes then is its own.
+# Returns {returned ids..., '|', dead ids...}.
+WORKER_CRASHED = (
+    _PRELUDE
+    + """
+local now = now_ms()
+local returned, dead = {}, {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local tkey = ARGV[1] .. id
+  local f = redis.call('HMGET', tkey, 'state', 'priority', 'category', 'worker',
+    'attempts', 'max_attempts')
+  if f[1] == 'running' and f[4] == ARGV[2] then
+    local attempts = tonumber(f[5]) or 0
+    local max = tonumber(f[6]) or 1
+    local slot = nil
+    for i = 1, 4 do if ARGV[4 + i] == f[2] then slot = i end end
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HDEL', tkey, 'lease')
+    redis.call('HINCRBY', tkey, 'crashes', 1)
+    local reason = ARGV[3] .. ' on attempt ' .. attempts .. ' of ' .. max
+    redis.call('HSET', tkey, 'reason', reason)
+    if attempts >= max or not slot then
+      redis.call('HSET', tkey, 'state', 'dead', 'finished_at', now)
+      redis.call('ZADD', KEYS[3], now, id)
+      event(KEYS[2], ARGV[4], 'dead', id, f[2], f[3], f[4], f[5], reason)
+      table.insert(dead, id)
+    else
+      redis.call('HSET', tkey, 'state', 'pending', 'enqueued_at', now)
+      redis.call('RPUSH', KEYS[4 + slot], id)
+      redis.call('LPUSH', KEYS[4], '1')
+      redis.call('LTRIM', KEYS[4], 0, 63)
+      event(KEYS[2], ARGV[4], 'crashed', id, f[2], f[3], f[4], f[5], reason)
+      table.insert(returned, id)
+    end
+  end
+end
+table.insert(returned, '|')
+for _, id in ipairs(dead) do table.insert(returned, id) end
+return returned
 """
 )

@@ -23,7 +23,7 @@ from cortex_core.backends.local import LocalBackend
 from cortex_core.cluster.api import ClusterAPI
 from cortex_core.config import Settings
 from cortex_core.embedded import EmbeddedRedis
-from cortex_core.errors import BackendError, RedisUnavailable
+from cortex_core.errors import BackendError, EnqueueRefused, RedisUnavailable
 from cortex_core.heartbeat import Heartbeats, WorkerInfo
 from cortex_core.keys import Keyspace
 from cortex_core.limiter import Limits, RateLimiter
@@ -92,7 +92,15 @@ class Services:
     async def enqueue(self, tasks: list[Task]) -> list[tuple[str, bool]]:
         """Enqueue and write each new task to the audit trail."""
         payloads = [t.to_json() for t in tasks]
-        results = await self.queue.enqueue_many(tasks, payloads)
+        try:
+            results = await self.queue.enqueue_many(tasks, payloads)
+        except EnqueueRefused as err:
+            # Those Redis took are in the trail too; the caller names the rest.
+            taken = {task_id for task_id, created in err.created if created}
+            for task, payload in zip(tasks, payloads, strict=True):
+                if task.id in taken:
+                    self.audit.record(task.id, "enqueued", task=RawJSON(payload))
+            raise
         for payload, (task_id, created) in zip(payloads, results, strict=True):
             if created:
                 self.audit.record(task_id, "enqueued", task=RawJSON(payload))
@@ -125,6 +133,7 @@ class ControlPlane:
             kube_namespace=kube.namespace if kube else None,
         )
         self._last: Snapshot | None = None
+        self._outage_since: float | None = None
         policy = services.server_info.get("maxmemory_policy", "unknown")
         self._notices: tuple[str, ...] = ()
         if policy not in ("noeviction", "unknown"):
@@ -154,6 +163,9 @@ class ControlPlane:
                 err, OSError | ConnectionError | RedisConnectionError | RedisTimeout
             )
             error = f"Redis {'unreachable' if unreachable else 'error'}: {err}"
+            if self._outage_since is None:
+                self._outage_since = time.monotonic()
+                logger.warning("console: %s; showing the last snapshot", error)
             if self._last is None:
                 raise RedisUnavailable(error) from err
             return Snapshot(
@@ -165,6 +177,12 @@ class ControlPlane:
                 log=self._last.log,
                 error=error,
             )
+        if self._outage_since is not None:
+            logger.info(
+                "console: Redis back after %.1fs",
+                time.monotonic() - self._outage_since,
+            )
+            self._outage_since = None
         header = Header(**{**self._header.__dict__, "desired_workers": desired})
         notices = self._notices
         if isinstance(self.backend, KubernetesBackend):
@@ -371,7 +389,11 @@ class System:
                 raise
         elif start_workers:
             backend = LocalBackend(
-                settings, redis_url=url, client=services.client, keys=services.keys
+                settings,
+                redis_url=url,
+                client=services.client,
+                keys=services.keys,
+                audit=services.audit,
             )
             if await backend.supervisor_alive():
                 # Another process (cortex up, another console) runs the local

@@ -101,6 +101,9 @@ class Worker:
             concurrency=concurrency,
         )
         self._finishing: set[str] = set()
+        #: Running crash suspects: while there is one, nothing else is claimed.
+        self._suspects: set[str] = set()
+        self._alone = asyncio.Event()
         self._stopping = asyncio.Event()
         self._closing = asyncio.Event()
         self._slot_free = asyncio.Event()
@@ -184,13 +187,18 @@ class Worker:
     async def _claim_loop(self) -> None:
         outage = Outage(f"worker {self.worker_id}: claim")
         while not self._stopping.is_set():
-            if len(self.running) >= self.concurrency:
+            if len(self.running) >= self.concurrency or self._suspects:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
             try:
-                claim = await self.queue.claim(self.worker_id, self.lease_ms)
-                if claim is None:
+                if outage.since is not None:
+                    await self._recover_lost_claims()
+                free = self.concurrency - len(self.running)
+                claims = await self.queue.claim_many(
+                    self.worker_id, self.lease_ms, free
+                )
+                if not claims:
                     await self._wait_for_work()
                 outage.ok()
             except _OUTAGE_ERRORS as err:
@@ -201,8 +209,30 @@ class Worker:
                 logger.exception("worker %s: claim failed", self.worker_id)
                 await self._sleep(1.0)
                 continue
-            if claim is not None:
+            for claim in claims:
                 self._start(claim)
+
+    async def _recover_lost_claims(self) -> None:
+        """After an outage, hand back what Redis says this worker claimed but
+        the worker never heard of: a claim whose reply the outage swallowed.
+        Its attempt is not spent; without this it would wait for its lease."""
+        known = {claim.token for claim, _ in self.running.values()}
+        for claim in await self.queue.held_by(self.worker_id):
+            if claim.token in known:
+                continue
+            if await self.queue.hand_back(claim, "claim reply lost"):
+                logger.warning(
+                    "task %s: claimed by worker %s but the reply was lost in an "
+                    "outage; handed back",
+                    claim.task_id,
+                    self.worker_id,
+                )
+                self._audit(
+                    claim.task_id,
+                    "handed_back",
+                    reason="claim reply lost",
+                    worker=self.worker_id,
+                )
 
     async def _wait_for_work(self) -> None:
         waiter = asyncio.ensure_future(self.queue.wait_for_work(timeout=1.0))
@@ -219,6 +249,8 @@ class Worker:
                 raise waiter.exception()  # type: ignore[misc]
 
     def _start(self, claim: Claim) -> None:
+        if claim.crashes:
+            self._suspects.add(claim.task_id)
         job = asyncio.create_task(self._run_task(claim), name=f"task-{claim.task_id}")
         self.running[claim.task_id] = (claim, job)
         self.info.current = list(self.running)
@@ -226,13 +258,17 @@ class Worker:
 
     def _finished(self, task_id: str) -> None:
         self.running.pop(task_id, None)
+        self._suspects.discard(task_id)
         self.info.current = list(self.running)
         self._slot_free.set()
+        self._alone.set()
 
     # Running one task --------------------------------------------------------
 
     async def _run_task(self, claim: Claim) -> None:
         try:
+            if claim.crashes:
+                await self._wait_alone(claim)
             await self._execute(claim)
         except asyncio.CancelledError:
             raise
@@ -243,6 +279,19 @@ class Worker:
             await self._fail(
                 claim, f"error: {type(err).__name__}: {err}", retryable=True
             )
+
+    async def _wait_alone(self, claim: Claim) -> None:
+        """A task some worker died holding runs alone, once the others end:
+        if this process dies now, the task was the cause, and the tasks that
+        merely shared a process with it are not charged again."""
+        logger.info(
+            "task %s: %d workers died holding it; running it alone",
+            claim.task_id,
+            claim.crashes,
+        )
+        while len(self.running) > 1:
+            self._alone.clear()
+            await self._alone.wait()
 
     async def _execute(self, claim: Claim) -> None:
         started = time.time()
@@ -259,7 +308,7 @@ class Worker:
         reservation: Reservation | None = None
         try:
             est_in, est_out = self.executor.estimate(task)
-            reservation = await self.limiter.reserve(est_in, est_out, who=f"task {tid}")
+            reservation = await self._reserve(tid, est_in, est_out)
             execution = await self.executor.run(task)
         except asyncio.CancelledError:
             if reservation is not None:
@@ -317,6 +366,21 @@ class Worker:
             logger.warning(
                 "task %s: lease was lost before completion; result discarded", tid
             )
+
+    async def _reserve(self, tid: str, est_in: int, est_out: int) -> Reservation:
+        """Reserve budget; ride out a short outage rather than spend the
+        attempt on it (the task has not run yet)."""
+        outage = Outage(f"task {tid}: reserve")
+        for _ in range(29):
+            try:
+                reservation = await self.limiter.reserve(
+                    est_in, est_out, who=f"task {tid}"
+                )
+                outage.ok()
+                return reservation
+            except _OUTAGE_ERRORS as err:
+                await asyncio.sleep(outage.failed(err))
+        return await self.limiter.reserve(est_in, est_out, who=f"task {tid}")
 
     async def _fail(self, claim: Claim, reason: str, *, retryable: bool) -> None:
         self._finishing.add(claim.task_id)

@@ -27,6 +27,7 @@ async def backend(
         client=services.client,
         keys=services.keys,
         extra_env={"CORTEX_SHUTDOWN_GRACE_SECONDS": "0.5"},
+        audit=services.audit,
     )
     yield backend
     # A process leaves ``processes`` only once it has exited; the rest are here.
@@ -160,3 +161,35 @@ async def test_stop_all_leaves_no_process(
 async def _all_running(services: Services, ids: list[str]) -> bool:
     records = await services.queue.get_many(ids)
     return all(r is not None and r.state == "running" for r in records)
+
+
+async def test_a_task_that_crashes_its_worker_is_dead_lettered(
+    backend: LocalBackend, services: Services
+) -> None:
+    """A task whose run ends the worker process: the supervisor sees the exit
+    code, spends the attempt with reason ``worker_crash``, and on the last
+    attempt the task is dead; the next task runs on the restarted worker."""
+    backend.extra_env.update(CORTEX_SIM_CRASH_MARKER="CRASH-ME")
+    bad = make_task(max_attempts=1)
+    bad = bad.model_copy(update={"query": bad.query + " CRASH-ME"})
+    await services.enqueue([bad])
+    await backend.set_desired(1)
+    supervisor = asyncio.create_task(backend.supervise(interval=0.1))
+    try:
+        await wait_for(lambda: _state(services, bad.id, "dead"), "the task dead")
+        record = await services.queue.get(bad.id)
+        assert record.reason.startswith("worker_crash"), record.reason
+        assert "exited with code 70" in record.reason
+        assert backend._slots["local-1"].last_exit == 70
+        good = make_task()
+        await services.enqueue([good])
+        await wait_for(
+            lambda: _state(services, good.id, "done"), "the restarted worker"
+        )
+    finally:
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+    assert services.audit.flush(timeout=10)
+    kinds = [r["kind"] for r in services.audit.history(bad.id)]
+    assert kinds[-1] == "dead", kinds

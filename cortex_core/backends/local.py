@@ -23,14 +23,20 @@ from pathlib import Path
 import psutil
 import redis.asyncio as aioredis
 
+from cortex_core.audit import AuditTrail
 from cortex_core.config import Settings
 from cortex_core.errors import BackendError
 from cortex_core.keys import Keyspace
+from cortex_core.queue import TaskQueue
 
 logger = logging.getLogger(__name__)
 
 MAX_WORKERS = 64
 _RESTART_BACKOFF_MAX = 30.0
+#: A worker that ran this long before it failed starts its backoff afresh.
+_HEALTHY_SECONDS = 10.0
+#: The reason the tasks of a worker that exited with an error are settled with.
+CRASH_REASON = "worker_crash"
 
 
 @dataclass
@@ -38,6 +44,7 @@ class LocalProcess:
     name: str
     popen: subprocess.Popen[bytes]
     started_at: float
+    started_mono: float = 0.0
     handle: psutil.Process | None = None
     stopping: bool = False
     log_path: Path | None = None
@@ -80,11 +87,14 @@ class LocalBackend:
         client: aioredis.Redis,
         keys: Keyspace,
         extra_env: dict[str, str] | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self.settings = settings
         self.redis_url = redis_url
         self.client = client
         self.keys = keys
+        self.audit = audit
+        self.queue = TaskQueue(client, keys, events_maxlen=settings.event_stream_length)
         self.extra_env = extra_env or {}
         self.processes: dict[str, LocalProcess] = {}
         self._slots: dict[str, _Slot] = {}
@@ -146,12 +156,47 @@ class LocalBackend:
                 # stop_all() ran while the read was out (a cancel redis-py
                 # swallowed): start nothing more.
                 break
-            self.reconcile()
+            # A crashed worker's tasks are settled before its name is used
+            # again: the settling picks tasks by the worker's name.
+            for name, code in self._collect_exits():
+                await self.settle_crash(name, code)
+            self._converge()
             await asyncio.sleep(interval)
 
-    def reconcile(self) -> None:
-        """Start, stop and restart processes to match ``self.desired``."""
+    def reconcile(self) -> list[tuple[str, int]]:
+        """Start, stop and restart processes to match ``self.desired``.
+
+        Returns the workers that exited with an error since the last call,
+        as (name, exit code); their tasks are for :meth:`settle_crash`.
+        """
+        crashed = self._collect_exits()
+        self._converge()
+        return crashed
+
+    async def settle_crash(self, name: str, code: int) -> None:
+        """Spend the attempt of every task worker ``name`` held when it died.
+
+        Each goes back to its queue, or to the dead-letter queue on its last
+        attempt with the reason ``worker_crash``. If Redis cannot be reached
+        the leases expire instead and the reaper returns the tasks.
+        """
+        reason = f"{CRASH_REASON} (worker {name} exited with code {code})"
+        try:
+            out = await self.queue.worker_crashed(name, reason)
+        except (OSError, ConnectionError, aioredis.RedisError) as err:
+            logger.warning(
+                "worker %s: its tasks are left to their leases (%s)", name, err
+            )
+            return
+        if self.audit is not None:
+            for task_id in out.returned:
+                self.audit.record(task_id, "crashed", worker=name, reason=reason)
+            for task_id in out.dead:
+                self.audit.record(task_id, "dead", worker=name, reason=reason)
+
+    def _collect_exits(self) -> list[tuple[str, int]]:
         now = time.monotonic()
+        crashed: list[tuple[str, int]] = []
         for name, proc in list(self.processes.items()):
             code = proc.popen.poll()
             if code is None:
@@ -162,6 +207,9 @@ class LocalBackend:
             if proc.stopping or code == 0:
                 logger.info("worker %s: exited (code %d)", name, code)
                 continue
+            crashed.append((name, code))
+            if now - proc.started_mono >= _HEALTHY_SECONDS:
+                slot.restarts = 0
             slot.restarts += 1
             delay = min(_RESTART_BACKOFF_MAX, 0.5 * 2 ** min(slot.restarts, 6))
             slot.next_start = now + delay
@@ -172,6 +220,10 @@ class LocalBackend:
                 delay,
                 slot.restarts,
             )
+        return crashed
+
+    def _converge(self) -> None:
+        now = time.monotonic()
         active = [p for p in self.processes.values() if not p.stopping]
         if len(active) < self.desired:
             for name in self._free_names(self.desired - len(active)):
@@ -218,7 +270,12 @@ class LocalBackend:
             handle = psutil.Process(popen.pid)
             handle.cpu_percent(None)
         self.processes[name] = LocalProcess(
-            name, popen, time.time(), handle, log_path=log_path
+            name,
+            popen,
+            time.time(),
+            time.monotonic(),
+            handle,
+            log_path=log_path,
         )
         logger.info("worker %s: started (pid %d), log %s", name, popen.pid, log_path)
 
