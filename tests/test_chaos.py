@@ -341,6 +341,13 @@ async def test_rolling_restart_loses_nothing_and_spends_no_attempt(
             for _round in range(2):
                 for name in list(procs):
                     await asyncio.sleep(1.5)
+                    # A SIGTERM before the worker is up kills it by the
+                    # default action (it holds nothing yet): wait for it.
+                    await wait_for(
+                        lambda n=name: sv.client.exists(sv.keys.worker(n)),
+                        f"worker {name} to start",
+                        timeout=60,
+                    )
                     proc = procs[name]
                     proc.send_signal(signal.SIGTERM)
                     code = await asyncio.to_thread(proc.wait, 30)
