@@ -412,8 +412,9 @@ async def _scale(
     print(f"desired workers: {count}")
     if not await backend.supervisor_alive():
         print(
-            "warning: no local supervisor is running (cortex up or cortex-tui); "
-            "the count applies when one starts",
+            "warning: no local supervisor is running (cortex up or cortex-tui), "
+            "so no worker was started or stopped; one that starts sets the "
+            "count from its own workers setting (--workers, CORTEX_WORKERS)",
             file=sys.stderr,
         )
     return 0
