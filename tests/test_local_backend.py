@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 
 import pytest
@@ -52,6 +53,23 @@ async def _beating(services: Services, names: set[str]) -> dict[str, WorkerInfo]
         return beats if set(beats) == names else None
 
     return await wait_for(check, f"heartbeats from {sorted(names)}")
+
+
+async def test_cpu_is_measured_over_half_a_second_at_least(
+    backend: LocalBackend, services: Services
+) -> None:
+    """No CPU % from a sample of a few milliseconds: none, then a sane one."""
+    await backend.set_desired(1)
+    backend.reconcile()
+    (first,) = backend.rows()
+    assert first.state == "running" and first.cpu_percent is None
+    await _beating(services, {"local-1"})
+    await asyncio.sleep(0.5)
+    (row,) = backend.rows()
+    assert row.cpu_percent is not None
+    assert 0.0 <= row.cpu_percent <= 100.0 * (os.cpu_count() or 1)
+    again = backend.rows()[0].cpu_percent
+    assert again == row.cpu_percent, "a reading right after another re-sampled"
 
 
 async def test_starts_workers_and_reports_them(

@@ -35,6 +35,8 @@ MAX_WORKERS = 64
 _RESTART_BACKOFF_MAX = 30.0
 #: A worker that ran this long before it failed starts its backoff afresh.
 _HEALTHY_SECONDS = 10.0
+#: The shortest period a worker's CPU % is measured over.
+_CPU_SAMPLE_SECONDS = 0.5
 #: The reason the tasks of a worker that exited with an error are settled with.
 CRASH_REASON = "worker_crash"
 
@@ -48,6 +50,10 @@ class LocalProcess:
     handle: psutil.Process | None = None
     stopping: bool = False
     log_path: Path | None = None
+    cpu: float | None = None
+    """CPU % over the last sampling period; None before the first one."""
+    cpu_at: float = 0.0
+    """Monotonic time of the last CPU sample (the priming one at start)."""
 
     @property
     def pid(self) -> int:
@@ -276,6 +282,7 @@ class LocalBackend:
             time.monotonic(),
             handle,
             log_path=log_path,
+            cpu_at=time.monotonic(),
         )
         logger.info("worker %s: started (pid %d), log %s", name, popen.pid, log_path)
 
@@ -320,18 +327,23 @@ class LocalBackend:
 
     def rows(self) -> list[ProcessRow]:
         out = []
+        now = time.monotonic()
         for proc in sorted(self.processes.values(), key=lambda p: _index(p.name)):
-            cpu: float | None = None
             rss: int | None = None
-            if proc.handle is not None:
-                try:
-                    cpu = proc.handle.cpu_percent(None)
-                    rss = proc.handle.memory_info().rss
-                except psutil.Error:
-                    pass
             state = "stopping" if proc.stopping else "running"
             if proc.popen.poll() is not None:
                 state = "exited"
+            elif proc.handle is not None:
+                try:
+                    # A sample over a few milliseconds is mostly rounding
+                    # (a 300 % reading on 2 cores): keep the last one instead.
+                    if now - proc.cpu_at >= _CPU_SAMPLE_SECONDS:
+                        proc.cpu = proc.handle.cpu_percent(None)
+                        proc.cpu_at = now
+                    rss = proc.handle.memory_info().rss
+                except psutil.Error:
+                    pass
+            cpu = proc.cpu if state != "exited" else None
             out.append(
                 ProcessRow(proc.name, proc.pid, state, cpu, rss, proc.started_at)
             )
