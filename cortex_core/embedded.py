@@ -20,6 +20,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 import redis
@@ -29,6 +30,9 @@ from cortex_core.errors import EmbeddedRedisError
 logger = logging.getLogger(__name__)
 
 _STATE_FILE = "server.json"
+
+#: Servers this process started and left to other processes that use them.
+_LEFT_RUNNING: list[subprocess.Popen[bytes]] = []
 
 
 def find_redis_server() -> str:
@@ -102,13 +106,7 @@ class EmbeddedRedis:
             )
         )
         os.chmod(conf, 0o600)
-        process = subprocess.Popen(
-            [binary, str(conf)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        process = _launch(binary, conf)
         url = f"redis://:{password}@127.0.0.1:{port}/0"
         server = cls(data_dir, url, process.pid, True, process)
         try:
@@ -136,7 +134,14 @@ class EmbeddedRedis:
             pid, url = int(data["pid"]), str(data["url"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not psutil.pid_exists(pid):
+        try:
+            # Only a redis-server on this machine's loopback: a stale file
+            # must not send this process anywhere else.
+            if "redis" not in psutil.Process(pid).name():
+                return None
+        except psutil.Error:
+            return None
+        if urlsplit(url).hostname != "127.0.0.1":
             return None
         try:
             client = redis.Redis.from_url(url, socket_timeout=2)
@@ -168,9 +173,65 @@ class EmbeddedRedis:
             client.close()
         raise EmbeddedRedisError(f"redis-server did not answer within {timeout:.0f}s")
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server if this process started it (AOF is flushed)."""
+    def revive(self, timeout: float = 15.0) -> bool:
+        """Start the server again if this process started it and it died.
+
+        It comes back on the same port with the same password and data, so
+        every client reconnects to it by itself. True when it was restarted.
+        """
         if not self.owned or self._process is None:
+            return False
+        code = self._process.poll()
+        if code is None:
+            return False
+        logger.warning(
+            "embedded redis: pid %d exited with code %d; starting it again",
+            self.pid,
+            code,
+        )
+        self._process = _launch(find_redis_server(), self.data_dir / "redis.conf")
+        self.pid = self._process.pid
+        self._wait_ready(timeout)
+        state = self.data_dir / _STATE_FILE
+        state.write_text(json.dumps({"pid": self.pid, "url": self.url}))
+        logger.info("embedded redis: running again (pid %d)", self.pid)
+        return True
+
+    def other_clients(self) -> int | None:
+        """How many clients other than this call are connected; None if unknown."""
+        try:
+            client = redis.Redis.from_url(self.url, socket_timeout=2)
+            try:
+                return max(0, len(client.client_list()) - 1)
+            finally:
+                client.close()
+        except redis.RedisError:
+            return None
+
+    def stop(self, timeout: float = 10.0, *, force: bool = False) -> None:
+        """Stop the server unless another process still uses it.
+
+        The last cortex process to leave stops it, whichever started it: a
+        second console on the same data folder keeps it running when the
+        first quits, and stops it when it quits itself. The AOF is flushed.
+        ``force`` stops a server this process started whoever uses it.
+        """
+        others = None if force else self.other_clients()
+        if others:
+            logger.info(
+                "embedded redis: left running (pid %d) for %d other clients",
+                self.pid,
+                others,
+            )
+            if self._process is not None:
+                # It outlives this object on purpose; kept from the collector,
+                # whose Popen.__del__ would call it a leak.
+                _LEFT_RUNNING.append(self._process)
+                self._process = None
+            return
+        if not self.owned or self._process is None:
+            if others == 0:
+                self._shutdown_remote(timeout)
             return
         process = self._process
         if process.poll() is None:
@@ -185,3 +246,29 @@ class EmbeddedRedis:
             (self.data_dir / _STATE_FILE).unlink()
         logger.info("embedded redis: stopped (pid %d)", self.pid)
         self._process = None
+
+    def _shutdown_remote(self, timeout: float) -> None:
+        """SHUTDOWN a server another process started (it left without it)."""
+        try:
+            client = redis.Redis.from_url(self.url, socket_timeout=timeout)
+            with contextlib.suppress(redis.ConnectionError):
+                client.shutdown()  # the connection drops as the server ends
+        except redis.RedisError as err:
+            logger.warning("embedded redis: could not stop pid %d: %s", self.pid, err)
+            return
+        deadline = time.monotonic() + timeout
+        while psutil.pid_exists(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            (self.data_dir / _STATE_FILE).unlink()
+        logger.info("embedded redis: stopped (pid %d), its last user gone", self.pid)
+
+
+def _launch(binary: str, conf: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [binary, str(conf)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )

@@ -23,7 +23,12 @@ from cortex_core.backends.local import LocalBackend
 from cortex_core.cluster.api import ClusterAPI
 from cortex_core.config import Settings
 from cortex_core.embedded import EmbeddedRedis
-from cortex_core.errors import BackendError, EnqueueRefused, RedisUnavailable
+from cortex_core.errors import (
+    BackendError,
+    CortexError,
+    EnqueueRefused,
+    RedisUnavailable,
+)
 from cortex_core.heartbeat import Heartbeats, WorkerInfo
 from cortex_core.keys import Keyspace
 from cortex_core.limiter import Limits, RateLimiter
@@ -404,6 +409,8 @@ class System:
                 await backend.set_desired(settings.workers)
                 supervise = True
         system = cls(settings, services, embedded, backend)
+        if embedded is not None and embedded.owned:
+            system._spawn(system._keep_embedded_up())
         if isinstance(backend, LocalBackend) and supervise:
             system._spawn(backend.supervise())
         if isinstance(backend, KubernetesBackend) and start_workers:
@@ -443,6 +450,15 @@ class System:
             raise
         except Exception:
             logger.exception("demo: load generator stopped")
+
+    async def _keep_embedded_up(self, interval: float = 1.0) -> None:
+        """Start the embedded Redis again if it dies under this process."""
+        assert self.embedded is not None
+        while not await self._closing_within(interval):
+            try:
+                await asyncio.to_thread(self.embedded.revive)
+            except CortexError as err:
+                logger.error("embedded redis: could not start it again: %s", err)
 
     async def _closing_within(self, seconds: float) -> bool:
         """Wait up to ``seconds``; True as soon as the system is closing."""

@@ -25,10 +25,10 @@ from tests.fakes.kube_api import FakeKubeAPI
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis.start(tmp_path_factory.mktemp("redis"))
     if ":6379/" in server.url:
-        server.stop()
+        server.stop(force=True)
         pytest.fail("the test Redis must never use port 6379")
     yield server
-    server.stop()
+    server.stop(force=True)
 
 
 @pytest.fixture

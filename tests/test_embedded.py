@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
 import stat
 from collections.abc import Iterator
@@ -11,7 +14,7 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 import redis
-from helpers import pid_alive
+from helpers import pid_alive, wait_for_sync
 
 from cortex_core.embedded import EmbeddedRedis
 
@@ -22,7 +25,7 @@ def server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     try:
         yield started
     finally:
-        started.stop()
+        started.stop(force=True)
 
 
 def _config(client: redis.Redis, name: str) -> str:
@@ -91,10 +94,51 @@ def test_second_start_reuses_the_running_server(server: EmbeddedRedis) -> None:
     again = EmbeddedRedis.start(server.data_dir)
     assert not again.owned
     assert (again.url, again.pid) == (server.url, server.pid)
-    again.stop()
-    assert pid_alive(server.pid), "stop() of a borrowed server stopped it"
     with redis.Redis.from_url(again.url) as client:
         assert client.ping()
+
+
+def test_the_last_user_to_leave_stops_it(server: EmbeddedRedis) -> None:
+    """Whoever started it, the server stops with the last process using it."""
+    again = EmbeddedRedis.start(server.data_dir)
+    with redis.Redis.from_url(server.url) as first_users_client:
+        assert first_users_client.ping()
+        server.stop()
+        assert pid_alive(server.pid), "stopped under a process still using it"
+        assert (server.data_dir / "server.json").exists()
+        assert first_users_client.ping()
+    again.stop()
+    assert not pid_alive(server.pid), "the last one out left it running"
+    assert not (server.data_dir / "server.json").exists()
+
+
+def test_a_dead_server_is_started_again_on_the_same_address(
+    server: EmbeddedRedis,
+) -> None:
+    """revive() brings a killed server back where its clients look for it."""
+    assert not server.revive(), "revived a server that was running"
+    old_pid = server.pid
+    os.kill(old_pid, signal.SIGKILL)
+    wait_for_sync(lambda: not pid_alive(old_pid), "the server to die")
+    assert server.revive()
+    assert server.pid != old_pid and pid_alive(server.pid)
+    with redis.Redis.from_url(server.url) as client:
+        assert client.ping()
+
+
+def test_a_stale_state_file_is_not_followed(tmp_path: Path, redis_url: str) -> None:
+    """server.json whose pid is not a redis-server is ignored, even when its
+    URL answers (here: the suite's own Redis)."""
+    data_dir = tmp_path / "redis"
+    data_dir.mkdir()
+    (data_dir / "server.json").write_text(
+        json.dumps({"pid": os.getpid(), "url": redis_url})
+    )
+    started = EmbeddedRedis.start(data_dir)
+    try:
+        assert started.owned and started.url != redis_url
+    finally:
+        started.stop(force=True)
 
 
 def test_stop_ends_the_process(tmp_path: Path) -> None:

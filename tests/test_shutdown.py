@@ -33,6 +33,7 @@ from helpers import (
     wait_for,
     wait_for_sync,
 )
+from redis.exceptions import RedisError
 
 from cortex_core.config import Settings
 from cortex_core.system import Services, System
@@ -308,3 +309,61 @@ async def test_shutdown_is_bounded_when_a_loop_swallows_its_cancel(
     assert "did not stop in 5s" in caplog.text
     release.set()
     await left
+
+
+# The embedded Redis lives as long as someone uses it --------------------------
+
+
+def _embedded_settings(tmp_path: Path) -> Settings:
+    return Settings.load({"data_dir": tmp_path / "shared"}, environ={})
+
+
+async def test_a_second_console_keeps_redis_when_the_first_quits(
+    tmp_path: Path,
+) -> None:
+    """Two consoles on one data folder: the first to quit leaves Redis to the
+    other, and the last one stops it."""
+    settings = _embedded_settings(tmp_path)
+    first_cm = System.open(settings, start_workers=False)
+    first = await first_cm.__aenter__()
+    second_cm = System.open(settings, start_workers=False)
+    try:
+        second = await second_cm.__aenter__()
+    except BaseException:
+        await first_cm.__aexit__(None, None, None)
+        raise
+    assert first.embedded is not None and second.embedded is not None
+    assert first.embedded.owned and not second.embedded.owned
+    pid = first.embedded.pid
+    await first_cm.__aexit__(None, None, None)
+    try:
+        assert pid_alive(pid), "the first console stopped Redis under the second"
+        assert await second.services.client.ping()
+    finally:
+        await second_cm.__aexit__(None, None, None)
+    assert not pid_alive(pid), "the last console left Redis running"
+
+
+async def test_the_console_starts_its_redis_again_if_it_dies(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of the embedded Redis: it comes back on the same address."""
+    settings = _embedded_settings(tmp_path)
+    async with System.open(settings, start_workers=False) as system:
+        assert system.embedded is not None
+        old = system.embedded.pid
+        os.kill(old, signal.SIGKILL)
+        await wait_for(
+            lambda: system.embedded is not None and system.embedded.pid != old,
+            "a new redis-server",
+        )
+        assert await wait_for(lambda: _pings(system), "Redis to answer again")
+        await system.services.enqueue([make_task()])
+    assert not pid_alive(system.embedded.pid)
+
+
+async def _pings(system: System) -> bool:
+    try:
+        return bool(await system.services.client.ping())
+    except (OSError, ConnectionError, RedisError):
+        return False
