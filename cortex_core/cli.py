@@ -206,8 +206,9 @@ async def _dispatch(args: argparse.Namespace) -> int:
                     sv.audit.record(task_id, "requeued", by="cli")
                 print(f"requeued {len(ids)} dead tasks")
             else:
-                await system.control.requeue(args.task_id)
-                print(f"requeued {args.task_id}")
+                task_id = await sv.queue.resolve_dead(args.task_id)
+                await system.control.requeue(task_id)
+                print(f"requeued {task_id}")
             return 0
         if command == "scale":
             return await _scale(system, *scale, confirmed=args.yes)

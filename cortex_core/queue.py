@@ -21,7 +21,14 @@ from redis.exceptions import ResponseError
 from cortex_core import queue_scripts as lua
 from cortex_core.errors import EnqueueRefused, InvalidTransition, UnknownTask
 from cortex_core.keys import Keyspace
-from cortex_core.models import PRIORITIES, Priority, Task, TaskResult, TaskState
+from cortex_core.models import (
+    PRIORITIES,
+    Priority,
+    Task,
+    TaskResult,
+    TaskState,
+    is_task_id,
+)
 from cortex_core.snapshot import LogEntry, QueueDepths
 
 logger = logging.getLogger(__name__)
@@ -501,6 +508,30 @@ class TaskQueue:
                 f"task {task_id} is {_text(reply)}, only dead tasks can be requeued"
             )
         logger.info("task %s: requeued from the dead-letter queue", task_id)
+
+    async def resolve_dead(self, given: str) -> str:
+        """The full id of the dead task ``given`` names, whole or in part.
+
+        The console shows an id by its last 8 characters (the first ones are
+        its creation time); an operator can type those, or the id's start.
+        Text that fits several dead tasks is refused, naming them, and so is
+        text shorter than 4 characters.
+        """
+        if is_task_id(given):
+            return given
+        if len(given) < 4:
+            raise UnknownTask(f"task id {given!r}: give at least 4 characters")
+        dead = await self.dead_ids(limit=100_000)
+        matches = [i for i in dead if i.startswith(given) or i.endswith(given)]
+        if not matches:
+            raise UnknownTask(f"no dead task whose id starts or ends with {given!r}")
+        if len(matches) > 1:
+            shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+            raise UnknownTask(
+                f"{len(matches)} dead tasks fit {given!r} ({shown}); "
+                "give more characters"
+            )
+        return matches[0]
 
     async def requeue_all_dead(self) -> list[str]:
         """Requeue every dead task; return their ids."""

@@ -244,6 +244,25 @@ async def test_requeue_unknown_or_live_task_fails_clearly(
     assert (await services.queue.depths()).total_pending == 1
 
 
+async def test_requeue_by_part_of_an_id(
+    services: Services, child_env: dict[str, str]
+) -> None:
+    """The last 8 characters the console shows are enough; text that fits
+    several dead tasks, or is too short, is refused and requeues nothing."""
+    ids = [await _dead_task(services) for _ in range(2)]
+    # The first 6 digits are the creation time to about 17 minutes: shared.
+    line = _error_line(run_cli("requeue", ids[0][:6], env=child_env))
+    assert "2 dead tasks fit" in line and ids[0] in line and ids[1] in line, line
+    line = _error_line(run_cli("requeue", ids[0][-3:], env=child_env))
+    assert "at least 4" in line, line
+    assert (await services.queue.depths()).dead == 2
+    result = run_cli("requeue", ids[0][-8:], env=child_env)
+    assert result.returncode == 0, result.stderr
+    assert f"requeued {ids[0]}" in result.stdout
+    assert (await services.queue.get(ids[0])).state == "pending"
+    assert (await services.queue.get(ids[1])).state == "dead"
+
+
 # Scale -----------------------------------------------------------------------
 
 
