@@ -254,6 +254,20 @@ class AuditTrail:
         found.sort(key=lambda r: float(r.get("at", 0.0)))
         return found
 
+    def files_of(self, task_id: str) -> list[Path]:
+        """The segments that hold records of one task, oldest first."""
+        needle = f'"task_id": "{task_id}"'.encode()
+        compact = f'"task_id":"{task_id}"'.encode()
+        found = []
+        for path in self.segments():
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            if needle in data or compact in data:
+                found.append(path)
+        return found
+
     def task_ids(self) -> set[str]:
         return {str(r["task_id"]) for r in self.records() if "task_id" in r}
 

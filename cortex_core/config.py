@@ -89,6 +89,12 @@ class Settings:
     tool_namespaces: str = ""
     """Namespaces the cluster tools may read, comma-separated; ``*`` for all;
     empty: only the worker Deployment's namespace."""
+    aging_seconds: float = 0.0
+    """A task waiting this long is claimed as if one level higher (0: off)."""
+    read_only: bool = False
+    """The console shows everything and changes nothing."""
+    alert_queue_age_seconds: float = 300.0
+    """The console alerts when a queue's oldest task has waited this long."""
 
     # Derived paths -------------------------------------------------------
 
@@ -194,6 +200,8 @@ class Settings:
         if self.sim_crash_marker and not self.simulated:
             raise ConfigError("sim_crash_marker: only with the simulated executor")
         _require(self.event_stream_length, "event_stream_length", 100, 10_000_000)
+        _require(self.aging_seconds, "aging_seconds", 0.0, 86_400.0)
+        _require(self.alert_queue_age_seconds, "alert_queue_age_seconds", 1.0, 86_400.0)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("log_level: one of DEBUG, INFO, WARNING, ERROR")
         self._validate_kubernetes()
@@ -272,6 +280,17 @@ def parse_latency(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _boolean(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 def _require(value: float, name: str, lo: float, hi: float) -> None:
     if not lo <= value <= hi:
         raise ConfigError(f"{name}: must be between {lo:g} and {hi:g}, got {value!r}")
@@ -288,6 +307,8 @@ def _coerce(name: str, annotation: Any, raw: Any) -> Any:
             return int(raw)
         if text_type == "float":
             return float(raw)
+        if text_type == "bool":
+            return _boolean(raw)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{name}: expected {text_type}, got {raw!r}") from err
     return None if raw is None else str(raw)

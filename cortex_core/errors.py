@@ -53,3 +53,7 @@ class EnqueueRefused(CortexError):
         super().__init__(message)
         self.created = created
         self.refused = refused
+
+
+class ReadOnlyMode(CortexError):
+    """The console runs read-only: nothing may be changed."""

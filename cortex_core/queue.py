@@ -29,7 +29,7 @@ from cortex_core.models import (
     TaskState,
     is_task_id,
 )
-from cortex_core.snapshot import LogEntry, QueueDepths
+from cortex_core.snapshot import LogEntry, QueueDepths, TaskRow
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,22 @@ MAX_BLOCK_SECONDS = 4.0
 #: Tasks one enqueue script takes; a longer batch is several, pipelined.
 ENQUEUE_CHUNK = 200
 _PRIORITY_NAMES = [str(p) for p in PRIORITIES]
+#: Characters of a query kept in a list row.
+ROW_QUERY_CHARS = 200
+#: Events read, newest first, to find recently finished tasks for a list.
+DONE_SCAN = 2000
+_ROW_FIELDS = (
+    "state",
+    "priority",
+    "category",
+    "attempts",
+    "max_attempts",
+    "worker",
+    "reason",
+    "enqueued_at",
+    "finished_at",
+    "payload",
+)
 
 
 @dataclass(frozen=True)
@@ -151,10 +167,12 @@ class TaskQueue:
         *,
         events_maxlen: int = 10_000,
         done_retention_ms: int = DONE_RETENTION_MS,
+        aging_ms: int = 0,
     ) -> None:
         self.client = client
         self.keys = keys
         self.events_maxlen = events_maxlen
+        self.aging_ms = aging_ms
         self.done_retention_ms = done_retention_ms
         self._pending = [keys.pending(p) for p in PRIORITIES]
         self._enqueue_many = client.register_script(lua.ENQUEUE_MANY)
@@ -167,6 +185,9 @@ class TaskQueue:
         self._requeue = client.register_script(lua.REQUEUE)
         self._restore = client.register_script(lua.RESTORE)
         self._worker_crashed = client.register_script(lua.WORKER_CRASHED)
+        self._cancel = client.register_script(lua.CANCEL)
+        self._delete_dead = client.register_script(lua.DELETE_DEAD)
+        self._oldest = client.register_script(lua.OLDEST)
 
     # Producing ---------------------------------------------------------------
 
@@ -308,6 +329,7 @@ class TaskQueue:
                 self.events_maxlen,
                 *_PRIORITY_NAMES,
                 max(1, most),
+                self.aging_ms,
             ],
         )
         claims = []
@@ -621,15 +643,50 @@ class TaskQueue:
             dead=[_text(i) for i in replies[5]],
         )
 
+    async def cancel(self, task_id: str, reason: str = "cancelled") -> None:
+        """Take a pending task off its queue into the dead letters."""
+        reply = await self._cancel(
+            [self.keys.task(task_id), self.keys.dead, self.keys.events, *self._pending],
+            [task_id, reason[:2000], self.events_maxlen, *_PRIORITY_NAMES],
+        )
+        if reply == -1:
+            raise UnknownTask(f"no task with id {task_id!r}")
+        if reply != 1:
+            raise InvalidTransition(
+                f"task {task_id} is {_text(reply)}, only pending tasks can be cancelled"
+            )
+        logger.info("task %s: cancelled (%s)", task_id, reason)
+
+    async def delete_dead(self, task_id: str) -> None:
+        """Forget a dead task: its record and its place in the dead letters."""
+        reply = await self._delete_dead(
+            [self.keys.task(task_id), self.keys.dead, self.keys.events],
+            [task_id, self.events_maxlen],
+        )
+        if reply == -1:
+            raise UnknownTask(f"no task with id {task_id!r}")
+        if reply != 1:
+            raise InvalidTransition(
+                f"task {task_id} is {_text(reply)}, only dead tasks can be deleted"
+            )
+        logger.info("task %s: deleted from the dead-letter queue", task_id)
+
+    async def drain(self) -> None:
+        """Stop claims everywhere until ``resume()``; running tasks finish."""
+        await self.client.sadd(self.keys.paused, "drain")
+        logger.info("queue all: draining")
+
     async def pause(self, priority: Priority | None = None) -> None:
         """Stop claims of one priority, or of all when ``priority`` is None."""
         await self.client.sadd(self.keys.paused, str(priority or "all"))
         logger.info("queue %s: paused", priority or "all")
 
     async def resume(self, priority: Priority | None = None) -> None:
+        """Restart claims of one priority, or of all (ending a drain too)."""
         name = str(priority or "all")
+        names = [name] if priority else [name, "drain"]
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.srem(self.keys.paused, name)
+            pipe.srem(self.keys.paused, *names)
             # One wake signal per idle worker that may be waiting.
             pipe.lpush(self.keys.wake, *(["1"] * 64))
             pipe.ltrim(self.keys.wake, 0, 63)
@@ -645,13 +702,23 @@ class TaskQueue:
             pipe.zcard(self.keys.inflight)
             pipe.zcard(self.keys.dead)
             pipe.smembers(self.keys.paused)
+            await self._oldest(self._pending, [self.keys.task_prefix], client=pipe)
+            pipe.time()
             replies = await pipe.execute()
         pending = {p: int(n) for p, n in zip(PRIORITIES, replies[:4], strict=True)}
+        seconds, micros = replies[8]
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        oldest = {
+            p: max(0.0, (now_ms - int(at)) / 1000)
+            for p, at in zip(PRIORITIES, replies[7], strict=True)
+            if int(at) >= 0
+        }
         return QueueDepths(
             pending=pending,
             in_flight=int(replies[4]),
             dead=int(replies[5]),
             paused=frozenset(_text(m) for m in replies[6]),
+            oldest=oldest,
         )
 
     async def get(self, task_id: str) -> TaskRecord:
@@ -669,6 +736,99 @@ class TaskQueue:
             _record(task_id, raw) if raw else None
             for task_id, raw in zip(task_ids, replies, strict=True)
         ]
+
+    async def page(
+        self,
+        states: Sequence[str],
+        priorities: Sequence[str],
+        offset: int,
+        count: int,
+    ) -> tuple[list[str], int]:
+        """Ids ``offset`` to ``offset + count`` of the list made of ``states``
+        (running, pending highest priority first, dead newest first, done
+        newest first) limited to ``priorities``, and the list's length.
+
+        Two round trips: lengths, then the ranges the window covers. Done
+        tasks have no index of their own: they are the recently finished ones
+        the event stream names.
+        """
+        levels = [p for p in _PRIORITY_NAMES if p in priorities]
+        sources: list[tuple[str, str]] = []
+        for state in states:
+            if state == "running":
+                sources.append(("running", self.keys.inflight))
+            elif state == "pending":
+                sources += [("pending", self.keys.pending(p)) for p in levels]
+            elif state == "dead":
+                sources.append(("dead", self.keys.dead))
+        async with self.client.pipeline(transaction=False) as pipe:
+            for kind, key in sources:
+                if kind == "pending":
+                    pipe.llen(key)
+                else:
+                    pipe.zcard(key)
+            if "done" in states:
+                pipe.xrevrange(self.keys.events, count=DONE_SCAN)
+            replies = await pipe.execute()
+        lengths = [int(n) for n in replies[: len(sources)]]
+        done_ids: list[str] = []
+        if "done" in states:
+            seen: set[str] = set()
+            for _eid, fields in replies[-1]:
+                if fields.get(b"kind") != b"done":
+                    continue
+                task_id = _text(fields.get(b"task", b""))
+                if task_id not in seen and _text(fields.get(b"priority")) in levels:
+                    seen.add(task_id)
+                    done_ids.append(task_id)
+        total = sum(lengths) + len(done_ids)
+        wanted: list[tuple[str, str, int, int]] = []
+        start = offset
+        end = offset + count
+        position = 0
+        for (kind, key), length in zip(sources, lengths, strict=True):
+            lo, hi = max(start, position), min(end, position + length)
+            if lo < hi:
+                wanted.append((kind, key, lo - position, hi - position - 1))
+            position += length
+        async with self.client.pipeline(transaction=False) as pipe:
+            for kind, key, lo, hi in wanted:
+                if kind == "pending":
+                    pipe.lrange(key, lo, hi)
+                elif kind == "dead":
+                    pipe.zrevrange(key, lo, hi)
+                else:
+                    pipe.zrange(key, lo, hi)
+            ranges = await pipe.execute() if wanted else []
+        ids = [_text(i) for chunk in ranges for i in chunk]
+        lo, hi = max(start, position), min(end, position + len(done_ids))
+        ids += done_ids[lo - position : hi - position] if lo < hi else []
+        return ids, total
+
+    async def rows(self, task_ids: Sequence[str]) -> list[TaskRow]:
+        """The list rows of these tasks, in one round trip; gone ones left out."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hmget(self.keys.task(task_id), list(_ROW_FIELDS))
+            replies = await pipe.execute()
+        rows: list[TaskRow] = []
+        for task_id, values in zip(task_ids, replies, strict=True):
+            raw = dict(zip(_ROW_FIELDS, values, strict=True))
+            if raw["state"] is None:
+                continue
+            rows.append(_row(task_id, raw))
+        return rows
+
+    async def task_events(self, task_id: str, scan: int) -> list[Event]:
+        """The events of one task among the newest ``scan``, oldest first."""
+        raw: Any = await self.client.xrevrange(self.keys.events, count=scan)
+        mine = [
+            _event(eid, fields)
+            for eid, fields in raw
+            if fields.get(b"task") == task_id.encode()
+        ]
+        mine.reverse()
+        return mine
 
     async def dead_ids(self, limit: int = 1000) -> list[str]:
         ids = await self.client.zrange(self.keys.dead, 0, limit - 1)
@@ -763,6 +923,31 @@ def _record(task_id: str, raw: dict[bytes, bytes]) -> TaskRecord:
         task=task,
         result=result,
         decode_error=decode_error,
+    )
+
+
+def _row(task_id: str, raw: dict[str, bytes | None]) -> TaskRow:
+    """A list row from the fields ``_ROW_FIELDS`` read; the query comes from
+    the payload, or the payload itself when it is not a valid task."""
+    payload = raw["payload"] or b""
+    try:
+        query = Task.from_json(payload).query
+    except Exception:  # a bad payload still gets a row, showing what it holds
+        query = payload[:ROW_QUERY_CHARS].decode("utf-8", "replace")
+    enqueued = _int(raw["enqueued_at"])
+    finished = _int(raw["finished_at"])
+    return TaskRow(
+        task_id=task_id,
+        state=_text(raw["state"]),
+        priority=_text(raw["priority"] or b""),
+        category=_text(raw["category"] or b""),
+        attempts=_int(raw["attempts"]) or 0,
+        max_attempts=_int(raw["max_attempts"]) or 0,
+        worker=_text(raw["worker"] or b""),
+        reason=_text(raw["reason"] or b""),
+        query=" ".join(query[:ROW_QUERY_CHARS].split()),
+        enqueued_at=None if enqueued is None else enqueued / 1000,
+        finished_at=None if finished is None else finished / 1000,
     )
 
 

@@ -77,13 +77,19 @@ return out
 
 # KEYS: inflight, paused, events, dead, pending lists critical..low
 # ARGV: worker id, lease ms, lease token, task key prefix, events maxlen,
-#       priority names critical..low, most tasks to claim
-# Returns the claims, highest priority first, as a list (empty when nothing
-# can be claimed) of {id, payload, attempts, max_attempts, priority,
-# deadline ms, crashes} (crashes: how many worker processes died holding the
-# task). The claims of one call share the lease token. A task with crashes
-# is claimed alone: it ends a batch, or waits at the head of its queue for
-# the next call when the batch already holds others.
+#       priority names critical..low, most tasks to claim, aging ms (0: strict
+#       priority)
+# Returns the claims as a list (empty when nothing can be claimed, or when
+# ``all`` or ``drain`` is in the paused set) of {id, payload, attempts,
+# max_attempts, priority, deadline ms, crashes} (crashes: how many worker
+# processes died holding the task), in the order one claim at a time would
+# take them. The claims of one call share the lease token. A task with
+# crashes is claimed alone: it ends a batch, or waits at the head of its
+# queue for the next call when the batch already holds others.
+# Without aging each claim takes the head of the highest unpaused non-empty
+# level. With aging, the head of each level counts one level higher for every
+# full aging period it has waited (never above critical); the best level
+# wins and, between heads that count the same, the one enqueued first.
 # A list entry that names no task record is dead-lettered under the first 24
 # hex digits of its SHA-1, with the raw entry kept as its payload.
 CLAIM = (
@@ -91,56 +97,70 @@ CLAIM = (
     + """
 local out = {}
 if redis.call('SISMEMBER', KEYS[2], 'all') == 1 then return out end
+if redis.call('SISMEMBER', KEYS[2], 'drain') == 1 then return out end
 local prefix = ARGV[4]
 local want = tonumber(ARGV[10])
+local aging = tonumber(ARGV[11]) or 0
 local now = now_ms()
 local deadline = now + tonumber(ARGV[2])
-for i = 1, 4 do
-  local prio = ARGV[5 + i]
-  if #out < want and redis.call('SISMEMBER', KEYS[2], prio) == 0 then
-    for _ = 1, 1000 do
-      if #out >= want then break end
-      local id = redis.call('LPOP', KEYS[4 + i])
-      if not id then break end
-      local tkey = prefix .. id
-      local state = redis.call('HGET', tkey, 'state')
-      if not state then
-        local bad = redis.sha1hex(id):sub(1, 24)
-        local reason = 'decode: queue entry names no task record'
-        redis.call('HSET', prefix .. bad, 'payload', id, 'state', 'dead',
-          'priority', prio, 'category', '', 'attempts', 0, 'max_attempts', 1,
-          'enqueued_at', now, 'finished_at', now, 'reason', reason)
-        redis.call('ZADD', KEYS[4], now, bad)
-        event(KEYS[3], ARGV[5], 'dead', bad, prio, '', ARGV[1], '0', reason)
-      elseif state == 'pending' then
-        local f = redis.call('HMGET', tkey, 'payload', 'max_attempts', 'category',
-          'attempts', 'crashes')
-        local max = tonumber(f[2]) or 1
-        if not tonumber(f[4]) then
-          -- A record this script cannot count attempts on: dead, not lost.
-          local reason = 'decode: attempts is not a number'
-          redis.call('HSET', tkey, 'state', 'dead', 'reason', reason,
-            'finished_at', now)
-          redis.call('ZADD', KEYS[4], now, id)
-          event(KEYS[3], ARGV[5], 'dead', id, prio, f[3], ARGV[1], '0', reason)
-        else
-          local crashes = tonumber(f[5]) or 0
-          if crashes > 0 and #out > 0 then
-            -- A crash suspect runs alone: it starts the next call's batch.
-            redis.call('LPUSH', KEYS[4 + i], id)
-            return out
-          end
-          local attempts = redis.call('HINCRBY', tkey, 'attempts', 1)
-          redis.call('HSET', tkey, 'state', 'running', 'worker', ARGV[1],
-            'lease', ARGV[3], 'claimed_at', now)
-          redis.call('ZADD', KEYS[1], deadline, id)
-          event(KEYS[3], ARGV[5], 'claimed', id, prio, f[3], ARGV[1],
-            tostring(attempts), '')
-          table.insert(out, {id, f[1] or '', attempts, max, prio, deadline,
-            crashes})
-          if crashes > 0 then return out end
+for _ = 1, 4000 do
+  if #out >= want then break end
+  local slot, best_rank, best_enq = nil, 99, 0
+  for i = 1, 4 do
+    if redis.call('SISMEMBER', KEYS[2], ARGV[5 + i]) == 0 then
+      local head = redis.call('LINDEX', KEYS[4 + i], 0)
+      if head then
+        local rank, enq = i, 0
+        if aging > 0 then
+          enq = tonumber(redis.call('HGET', prefix .. head, 'enqueued_at')) or now
+          rank = math.max(1, i - math.floor((now - enq) / aging))
         end
+        if rank < best_rank or (rank == best_rank and enq < best_enq) then
+          slot, best_rank, best_enq = i, rank, enq
+        end
+        if aging <= 0 then break end
       end
+    end
+  end
+  if not slot then break end
+  local prio = ARGV[5 + slot]
+  local id = redis.call('LPOP', KEYS[4 + slot])
+  local tkey = prefix .. id
+  local state = redis.call('HGET', tkey, 'state')
+  if not state then
+    local bad = redis.sha1hex(id):sub(1, 24)
+    local reason = 'decode: queue entry names no task record'
+    redis.call('HSET', prefix .. bad, 'payload', id, 'state', 'dead',
+      'priority', prio, 'category', '', 'attempts', 0, 'max_attempts', 1,
+      'enqueued_at', now, 'finished_at', now, 'reason', reason)
+    redis.call('ZADD', KEYS[4], now, bad)
+    event(KEYS[3], ARGV[5], 'dead', bad, prio, '', ARGV[1], '0', reason)
+  elseif state == 'pending' then
+    local f = redis.call('HMGET', tkey, 'payload', 'max_attempts', 'category',
+      'attempts', 'crashes')
+    local max = tonumber(f[2]) or 1
+    if not tonumber(f[4]) then
+      -- A record this script cannot count attempts on: dead, not lost.
+      local reason = 'decode: attempts is not a number'
+      redis.call('HSET', tkey, 'state', 'dead', 'reason', reason,
+        'finished_at', now)
+      redis.call('ZADD', KEYS[4], now, id)
+      event(KEYS[3], ARGV[5], 'dead', id, prio, f[3], ARGV[1], '0', reason)
+    else
+      local crashes = tonumber(f[5]) or 0
+      if crashes > 0 and #out > 0 then
+        -- A crash suspect runs alone: it starts the next call's batch.
+        redis.call('LPUSH', KEYS[4 + slot], id)
+        return out
+      end
+      local attempts = redis.call('HINCRBY', tkey, 'attempts', 1)
+      redis.call('HSET', tkey, 'state', 'running', 'worker', ARGV[1],
+        'lease', ARGV[3], 'claimed_at', now)
+      redis.call('ZADD', KEYS[1], deadline, id)
+      event(KEYS[3], ARGV[5], 'claimed', id, prio, f[3], ARGV[1],
+        tostring(attempts), '')
+      table.insert(out, {id, f[1] or '', attempts, max, prio, deadline, crashes})
+      if crashes > 0 then return out end
     end
   end
 end
@@ -361,6 +381,50 @@ return 1
 """
 )
 
+# KEYS: task record, dead, events, pending lists critical..low
+# ARGV: id, reason, events maxlen, priority names critical..low
+# Takes a pending task off its queue and dead-letters it with the reason, so
+# it can still be requeued. Returns 1, -1 when no such task exists, or its
+# state when it is not pending.
+CANCEL = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'priority', 'category',
+  'attempts')
+if not f[1] then return -1 end
+if f[1] ~= 'pending' then return f[1] end
+for i = 1, 4 do
+  if ARGV[3 + i] == f[2] then
+    redis.call('LREM', KEYS[3 + i], 0, ARGV[1])
+    local now = now_ms()
+    redis.call('HSET', KEYS[1], 'state', 'dead', 'reason', ARGV[2],
+      'finished_at', now)
+    redis.call('ZADD', KEYS[2], now, ARGV[1])
+    event(KEYS[3], ARGV[3], 'cancelled', ARGV[1], f[2], f[3], '', f[4], ARGV[2])
+    return 1
+  end
+end
+return 'unknown priority ' .. tostring(f[2])
+"""
+)
+
+# KEYS: task record, dead, events
+# ARGV: id, events maxlen
+# Deletes a dead task's record. Returns 1, -1 when no such task exists, or
+# its state when it is not dead.
+DELETE_DEAD = (
+    _PRELUDE
+    + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'priority', 'category')
+if not f[1] then return -1 end
+if f[1] ~= 'dead' then return f[1] end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+event(KEYS[3], ARGV[2], 'deleted', ARGV[1], f[2], f[3], '', '0', '')
+return 1
+"""
+)
+
 # KEYS: inflight, events, dead, wake, pending lists critical..low
 # ARGV: task key prefix, worker id, reason, events maxlen, priority names
 # A worker process died (its supervisor saw it exit with an error): every task
@@ -409,3 +473,16 @@ for _, id in ipairs(dead) do table.insert(returned, id) end
 return returned
 """
 )
+
+# KEYS: pending lists critical..low
+# ARGV: task key prefix
+# Returns, per level, the enqueued_at (ms) of the task at its head, or -1.
+OLDEST = """
+local out = {}
+for i = 1, 4 do
+  local head = redis.call('LINDEX', KEYS[i], 0)
+  local at = head and tonumber(redis.call('HGET', ARGV[1] .. head, 'enqueued_at'))
+  out[i] = at or -1
+end
+return out
+"""

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from cortex_core import connection
+from cortex_core import alerts, connection
 from cortex_core.audit import AuditTrail, RawJSON
 from cortex_core.backends.kubernetes import ClusterView, KubernetesBackend
 from cortex_core.backends.local import LocalBackend
@@ -27,7 +27,10 @@ from cortex_core.errors import (
     BackendError,
     CortexError,
     EnqueueRefused,
+    InvalidTransition,
+    ReadOnlyMode,
     RedisUnavailable,
+    UnknownTask,
 )
 from cortex_core.heartbeat import Heartbeats, WorkerInfo
 from cortex_core.keys import Keyspace
@@ -36,13 +39,23 @@ from cortex_core.models import KNOWN_CATEGORIES, PRIORITIES, Priority, Task
 from cortex_core.queue import TaskQueue
 from cortex_core.snapshot import (
     Header,
+    HistoryEntry,
+    ScaleInfo,
     Snapshot,
+    TaskDetail,
+    TaskFilter,
+    TaskPage,
     TokenSeries,
     WorkerRow,
 )
 from cortex_core.workload import QUERY, reference_tasks
 
 logger = logging.getLogger(__name__)
+
+MISSING_AFTER_SECONDS = 15.0
+"""A local worker with no heartbeat this long after its start is missing."""
+MAX_PAGE = 2000
+"""Most tasks one list page reads."""
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -87,7 +100,12 @@ class Services:
             url=url,
             client=client,
             keys=keys,
-            queue=TaskQueue(client, keys, events_maxlen=settings.event_stream_length),
+            queue=TaskQueue(
+                client,
+                keys,
+                events_maxlen=settings.event_stream_length,
+                aging_ms=round(settings.aging_seconds * 1000),
+            ),
             limiter=limiter,
             heartbeats=Heartbeats(client, keys),
             audit=AuditTrail(settings.audit_dir),
@@ -181,6 +199,10 @@ class ControlPlane:
                 tokens=self._last.tokens,
                 log=self._last.log,
                 error=error,
+                alerts=[
+                    "Redis reconnecting",
+                    *(a for a in self._last.alerts if a != "Redis reconnecting"),
+                ],
             )
         if self._outage_since is not None:
             logger.info(
@@ -198,19 +220,26 @@ class ControlPlane:
                 notices = (*notices, view.error)
         else:
             workers = self._worker_rows(beats)
+        tokens = TokenSeries(
+            bucket_seconds=5,
+            ends_at=ends_at,
+            tokens_per_minute=series,
+            limit=sv.settings.tokens_per_minute,
+        )
         snap = Snapshot(
             taken_at=time.time(),
             header=header,
             queues=depths,
             workers=workers,
-            tokens=TokenSeries(
-                bucket_seconds=5,
-                ends_at=ends_at,
-                tokens_per_minute=series,
-                limit=sv.settings.tokens_per_minute,
-            ),
+            tokens=tokens,
             log=[e.to_log_entry() for e in events],
             notices=notices,
+            alerts=alerts.alerts(
+                queues=depths,
+                tokens=tokens,
+                workers=workers,
+                queue_age_limit=sv.settings.alert_queue_age_seconds,
+            ),
         )
         self._last = snap
         return snap
@@ -223,7 +252,8 @@ class ControlPlane:
                 beat = by_id.pop(proc.name, None)
                 state = proc.state
                 if beat is None and state == "running":
-                    state = "starting"
+                    age = time.time() - proc.started_at
+                    state = "missing" if age > MISSING_AFTER_SECONDS else "starting"
                 elif beat is not None and beat.state != "running":
                     state = beat.state
                 rows.append(
@@ -247,6 +277,7 @@ class ControlPlane:
     async def enqueue(
         self, query: str, category: str, priority: Priority, count: int = 1
     ) -> list[str]:
+        self._check_writable("enqueue")
         if not 1 <= count <= 1000:
             raise BackendError(f"count must be between 1 and 1000, got {count}")
         s = self.services.settings
@@ -263,18 +294,147 @@ class ControlPlane:
         return [task_id for task_id, _ in results]
 
     async def requeue(self, task_id: str) -> None:
+        self._check_writable("requeue")
         await self.services.queue.requeue(task_id)
         self.services.audit.record(task_id, "requeued", by="console")
 
     async def scale(self, delta: int) -> int:
+        self._check_writable("scale")
         if self.backend is None:
             raise BackendError("no worker backend: this console cannot scale workers")
         return await self.backend.scale(delta)
 
     async def release_pin(self) -> str:
+        self._check_writable("release")
         if not isinstance(self.backend, KubernetesBackend):
             raise BackendError("only the kubernetes backend pins an autoscaler")
         return await self.backend.release_pin()
+
+    async def scale_to(self, count: int) -> int:
+        self._check_writable("scale")
+        if self.backend is None:
+            raise BackendError("no worker backend: this console cannot scale workers")
+        return await self.backend.set_desired(count)
+
+    async def scale_info(self) -> ScaleInfo:
+        if self.backend is None:
+            beats = await self.services.heartbeats.alive()
+            return ScaleInfo(len(beats), None, "nothing", can_scale=False)
+        if isinstance(self.backend, KubernetesBackend):
+            view = await self.backend.refresh()
+            running = sum(p.state == "running" for p in view.pods)
+            scaler = view.autoscaler
+            pinned = scaler.pinned if scaler is not None else None
+            return ScaleInfo(
+                running,
+                pinned if pinned is not None else view.desired,
+                f"autoscaler {scaler.describe()}"
+                if scaler is not None
+                else "nothing (the Deployment's replicas)",
+                can_scale=view.desired is not None,
+            )
+        running = sum(r.state == "running" for r in self.backend.rows())
+        if await self.backend.supervisor_alive():
+            owner = "local supervisor"
+        else:
+            owner = "nothing (no supervisor runs; the count is only recorded)"
+        if not self.backend.rows():
+            running = len(await self.services.heartbeats.alive())
+        desired = await self.backend.read_desired()
+        return ScaleInfo(running, desired, owner, can_scale=True)
+
+    async def tasks(
+        self, view: str, task_filter: TaskFilter, offset: int = 0, limit: int = 200
+    ) -> TaskPage:
+        if view not in ("tasks", "dead"):
+            raise BackendError(f"no list called {view!r}: tasks or dead")
+        if offset < 0 or not 1 <= limit <= MAX_PAGE:
+            raise BackendError(f"a page is 1 to {MAX_PAGE} tasks from offset >= 0")
+        states = ["dead"] if view == "dead" else list(_LIST_ORDER)
+        if task_filter.states:
+            states = [s for s in states if s in task_filter.states]
+        priorities = [str(p) for p in PRIORITIES]
+        if task_filter.priorities:
+            priorities = [p for p in priorities if p in task_filter.priorities]
+        queue = self.services.queue
+        # Free text and categories are not indexed: read a wider window.
+        window = limit if task_filter.empty else min(MAX_PAGE, 5 * limit)
+        ids, total = await queue.page(states, priorities, offset, window)
+        rows = [r for r in await queue.rows(ids) if task_filter.matches(r)]
+        return TaskPage(rows=rows[:limit], offset=offset, scanned=len(ids), total=total)
+
+    async def task_detail(self, task_id: str) -> TaskDetail:
+        sv = self.services
+        record = await sv.queue.get(task_id)
+        rows = await sv.queue.rows([task_id])
+        if not rows:
+            raise UnknownTask(f"no task with id {task_id!r}")
+        events = await sv.queue.task_events(task_id, sv.settings.event_stream_length)
+        history = [
+            HistoryEntry(e.at, e.kind, e.worker, e.attempt, e.detail) for e in events
+        ]
+        files = await asyncio.to_thread(sv.audit.files_of, task_id)
+        return TaskDetail(
+            row=rows[0],
+            query=record.task.query
+            if record.task
+            else record.payload.decode("utf-8", "replace"),
+            history=history,
+            result=record.result,
+            audit_files=[str(f) for f in files],
+            problem=record.decode_error or "",
+        )
+
+    async def requeue_dead(self, task_filter: TaskFilter) -> int:
+        self._check_writable("requeue")
+        queue = self.services.queue
+        chosen: list[str] = []
+        offset = 0
+        while True:
+            ids = await queue.dead_ids(limit=offset + MAX_PAGE)
+            chunk = ids[offset:]
+            if not chunk:
+                break
+            chosen += [
+                r.task_id for r in await queue.rows(chunk) if task_filter.matches(r)
+            ]
+            offset += len(chunk)
+        done = 0
+        for task_id in chosen:
+            try:
+                await queue.requeue(task_id)
+            except (UnknownTask, InvalidTransition) as err:
+                logger.info("task %s: not requeued: %s", task_id, err)
+                continue
+            self.services.audit.record(task_id, "requeued", by="console")
+            done += 1
+        return done
+
+    async def delete_dead(self, task_id: str) -> None:
+        self._check_writable("delete")
+        await self.services.queue.delete_dead(task_id)
+        self.services.audit.record(task_id, "deleted", by="console")
+
+    async def cancel(self, task_id: str) -> None:
+        self._check_writable("cancel")
+        await self.services.queue.cancel(task_id, "cancelled by the operator")
+        self.services.audit.record(task_id, "cancelled", by="console")
+
+    async def pause(self, priority: Priority | None = None) -> None:
+        self._check_writable("pause")
+        await self.services.queue.pause(priority)
+
+    async def resume(self, priority: Priority | None = None) -> None:
+        self._check_writable("resume")
+        await self.services.queue.resume(priority)
+
+    async def drain(self) -> None:
+        self._check_writable("drain")
+        await self.services.queue.drain()
+
+    def _check_writable(self, action: str) -> None:
+        if self.services.settings.read_only:
+            raise ReadOnlyMode(f"read-only mode: {action} is not allowed")
 
     async def close(self) -> None:
         return None
@@ -344,6 +504,10 @@ def _pod_rows(view: ClusterView, beats: list[WorkerInfo]) -> list[WorkerRow]:
         )
     rows.extend(_beat_rows(by_id))
     return rows
+
+
+_LIST_ORDER = ("running", "pending", "dead", "done")
+"""The tasks view lists running tasks first, then waiting, dead and done."""
 
 
 class System:
