@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -18,8 +19,30 @@ from cortex_core.errors import CortexError
 from cortex_core.snapshot import Control
 from cortex_core.system import System
 from cortex_tui.screens.dashboard import DashboardScreen
+from cortex_tui.screens.tasks import DeadLetterScreen, TaskListScreen
+from cortex_tui.screens.view import ViewScreen, ask, parse_priority
+from cortex_tui.screens.workers import WorkersScreen
 
 logger = logging.getLogger(__name__)
+
+VIEWS: dict[str, type[ViewScreen]] = {
+    "overview": DashboardScreen,
+    "tasks": TaskListScreen,
+    "dead": DeadLetterScreen,
+    "workers": WorkersScreen,
+}
+"""The views ``:`` switches between, by name."""
+VIEW_NAMES = {
+    **{name: name for name in VIEWS},
+    "o": "overview",
+    "t": "tasks",
+    "d": "dead",
+    "dl": "dead",
+    "w": "workers",
+}
+"""Every name a view answers to on the command line."""
+CHANGE_COMMANDS = ("pause", "resume", "drain", "scale")
+"""Commands that change the system: refused in read-only mode."""
 
 
 class CortexApp(App[None]):
@@ -36,11 +59,14 @@ class CortexApp(App[None]):
         *,
         tz: tzinfo | None = None,
         snapshot_timeout: float | None = None,
+        read_only: bool = False,
     ) -> None:
         """``tz`` is the zone times are shown in, None for the local one.
 
         A refresh that takes longer than ``snapshot_timeout`` seconds (by
         default the larger of 5 and three refresh periods) counts as failed.
+        With ``read_only`` every action that changes something is hidden and
+        refused with a message.
         """
         super().__init__()
         if refresh_seconds <= 0:
@@ -49,14 +75,89 @@ class CortexApp(App[None]):
         self._refresh_seconds = refresh_seconds
         self._tz = tz
         self._timeout = snapshot_timeout or max(5.0, 3 * refresh_seconds)
+        self.read_only = read_only
 
     def get_default_screen(self) -> Screen[None]:
-        return DashboardScreen(
+        return self.make_view("overview")
+
+    def make_view(self, name: str) -> ViewScreen:
+        """A fresh view called ``name`` (or one of its short names)."""
+        view = VIEWS[VIEW_NAMES[name]]
+        return view(
             self._control,
             refresh_seconds=self._refresh_seconds,
             timeout_seconds=self._timeout,
             tz=self._tz,
         )
+
+    def switch_view(self, name: str) -> None:
+        """Show the view called ``name`` in place of the current one."""
+        if isinstance(self.screen, VIEWS[VIEW_NAMES[name]]):
+            return
+        self.switch_screen(self.make_view(name))
+
+    def run_command(self, line: str) -> None:
+        """Carry out one command-line command; a bad one is an error message."""
+        words = line.split()
+        if not words:
+            return
+        verb, args = words[0].lower(), words[1:]
+        try:
+            self._run(verb, args)
+        except ValueError as err:
+            self.notify(str(err), severity="error", markup=False)
+
+    def _run(self, verb: str, args: list[str]) -> None:
+        if verb in VIEW_NAMES:
+            self.switch_view(verb)
+            return
+        if verb in ("q", "quit"):
+            self.exit()
+            return
+        screen = self.screen
+        if not isinstance(screen, ViewScreen):
+            raise ValueError(f":{verb} works from a view")
+        if verb in ("h", "help"):
+            screen.action_help()
+            return
+        if verb not in CHANGE_COMMANDS:
+            known = ", ".join([*VIEWS, *CHANGE_COMMANDS, "help", "quit"])
+            raise ValueError(f"unknown command {verb!r}: one of {known}")
+        if self.read_only:
+            raise ValueError(f"read-only mode: {verb} is not allowed")
+        control = self._control
+        if verb == "scale":
+            if len(args) != 1 or not args[0].isdigit():
+                raise ValueError("scale: give the worker count, as in :scale 3")
+            count = int(args[0])
+            if count == 0:
+                ask(
+                    screen,
+                    "Scale to 0 workers? Pending tasks wait until a worker returns.",
+                    "Scale to 0",
+                    lambda: screen.scale_to(0),
+                )
+            else:
+                screen.scale_to(count)
+            return
+        if verb == "drain":
+            if args:
+                raise ValueError("drain: takes no argument")
+            ask(
+                screen,
+                "Drain? No worker claims a task until you resume; running ones end.",
+                "Drain",
+                lambda: screen.act(control.drain, "Draining: no new claims"),
+            )
+            return
+        if len(args) > 1:
+            raise ValueError(f"{verb}: at most one priority")
+        priority = parse_priority(args[0] if args else None)
+        what = "everything" if priority is None else priority.value
+        if verb == "pause":
+            screen.act(lambda: control.pause(priority), f"Paused {what}")
+        else:
+            screen.act(lambda: control.resume(priority), f"Resumed {what}")
 
     async def on_unmount(self) -> None:
         try:
@@ -80,6 +181,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--refresh", type=float, default=1.0, help="seconds between refreshes"
     )
     parser.add_argument(
+        "--read-only",
+        dest="read_only",
+        action="store_const",
+        const=True,
+        default=None,
+        help="show everything, change nothing (also the read_only setting)",
+    )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve this console to a web browser instead of the terminal",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address --serve listens on"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port --serve uses")
+    parser.add_argument(
         "--demo",
         action="store_true",
         help="run the 50-task reference workload, then a task every few seconds",
@@ -87,10 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.refresh <= 0:
         parser.error("--refresh must be positive")
+    if args.serve:
+        return serve(sys.argv[1:] if argv is None else list(argv), args.host, args.port)
     try:
-        settings = Settings.load(
-            {dest: getattr(args, dest) for _, dest, _, _ in _SETTING_FLAGS}
-        )
+        overrides = {dest: getattr(args, dest) for _, dest, _, _ in _SETTING_FLAGS}
+        overrides["read_only"] = args.read_only
+        settings = Settings.load(overrides)
         _log_to_file(settings)
         # Local workers run here in embedded mode, or when asked for; in
         # cluster mode the same flag makes the backend watch the pods in the
@@ -131,7 +251,11 @@ async def _console(
     async with System.open(settings, start_workers=local_workers) as system:
         if demo:
             system.start_demo_load()
-        app = CortexApp(system.control, refresh_seconds=refresh_seconds)
+        app = CortexApp(
+            system.control,
+            refresh_seconds=refresh_seconds,
+            read_only=settings.read_only,
+        )
         # A closed terminal (SIGHUP) or a kill (SIGTERM) quits as 'q' does, so
         # the workers and the Redis this console started stop with it.
         loop = asyncio.get_running_loop()
@@ -139,6 +263,23 @@ async def _console(
             loop.add_signal_handler(sig, app.exit)
         await app.run_async()
         print("cortex-tui: stopping the local workers")
+    return 0
+
+
+def serve(argv: list[str], host: str, port: int) -> int:
+    """Serve the console to browsers: each page opened runs ``cortex-tui``
+    with the same arguments (less ``--serve``) behind a web terminal."""
+    from textual_serve.server import Server
+
+    inner = [a for a in argv if a != "--serve"]
+    for flag in ("--host", "--port"):
+        while flag in inner:
+            at = inner.index(flag)
+            del inner[at : at + 2]
+        inner = [a for a in inner if not a.startswith(f"{flag}=")]
+    command = shlex.join([sys.executable, "-m", "cortex_tui.app", *inner])
+    print(f"cortex-tui: serving on http://{host}:{port}", flush=True)
+    Server(command, host=host, port=port, title="cortex").serve()
     return 0
 
 

@@ -7,6 +7,7 @@ from textual.geometry import Size
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from cortex_core.models import PRIORITIES
 from cortex_core.snapshot import Header
 from cortex_tui import formatting
 
@@ -21,6 +22,10 @@ class HeaderBar(Widget):
 
     header: reactive[Header | None] = reactive(None, layout=True)
     """What the target says about itself; None until it is known."""
+    paused: reactive[frozenset[str]] = reactive(frozenset(), layout=True)
+    """Pauses in force: ``all``, ``drain`` or priority names."""
+    read_only: reactive[bool] = reactive(False, layout=True)
+    """The console changes nothing; the header says so."""
 
     def render(self) -> Content:
         return Content("\n").join(self._lines(self.content_region.width))
@@ -36,6 +41,11 @@ class HeaderBar(Widget):
         pairs: list[Content] = []
         if header.simulated:
             pairs.append(Content.styled(" SIMULATED ", "bold reverse"))
+        if self.read_only:
+            pairs.append(Content.styled(" READ-ONLY ", "bold reverse"))
+        pause = pause_text(self.paused)
+        if pause:
+            pairs.append(Content.styled(f" {pause} ", "bold reverse"))
         for label, value in (
             ("mode", header.mode),
             ("redis", header.redis),
@@ -69,3 +79,13 @@ class HeaderBar(Widget):
             line = line + _GAP + pair if line else pair
         lines.append(line)
         return lines
+
+
+def pause_text(paused: frozenset[str]) -> str:
+    """``DRAINING``, ``PAUSED all`` or ``PAUSED high,low``; empty if none."""
+    if "drain" in paused:
+        return "DRAINING"
+    if "all" in paused:
+        return "PAUSED all"
+    levels = [p.value for p in PRIORITIES if p.value in paused]
+    return f"PAUSED {','.join(levels)}" if levels else ""

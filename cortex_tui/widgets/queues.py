@@ -1,4 +1,5 @@
-"""Pending tasks per priority, in flight, dead-lettered, and pauses."""
+"""Pending tasks per priority with the oldest wait, in flight, dead-lettered,
+and pauses."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from cortex_core.alerts import age_text
 from cortex_core.models import PRIORITIES
 from cortex_core.snapshot import QueueDepths
 from cortex_tui import formatting
@@ -15,7 +17,8 @@ _NUMBER_WIDTH = 8
 
 
 class QueuePanel(Widget):
-    """One line per priority, then in-flight and dead-letter counts."""
+    """One line per priority (count, oldest wait, pause), then in-flight and
+    dead-letter counts."""
 
     depths: reactive[QueueDepths | None] = reactive(None)
     """The latest depths; None until the first snapshot."""
@@ -31,11 +34,13 @@ class QueuePanel(Widget):
         lines = []
         for priority in PRIORITIES:
             paused = "all" in depths.paused or priority.value in depths.paused
+            age = depths.oldest.get(priority)
             lines.append(
                 self._line(
                     priority.value,
                     depths.pending.get(priority, 0),
-                    "paused" if paused else "",
+                    age="" if age is None else age_text(age),
+                    paused=paused,
                 )
             )
         lines.append(self._line("in flight", depths.in_flight))
@@ -43,13 +48,21 @@ class QueuePanel(Widget):
         return Content("\n").join(lines)
 
     def _line(
-        self, label: str, value: int, note: str = "", *, alarm: bool = False
+        self,
+        label: str,
+        value: int,
+        *,
+        age: str = "",
+        paused: bool = False,
+        alarm: bool = False,
     ) -> Content:
         number = formatting.count(value).rjust(_NUMBER_WIDTH)
         parts: list[str | tuple[str, str]] = [
             label.ljust(_LABEL_WIDTH),
             (number, "bold $error" if alarm and not self.app.no_color else "bold"),
         ]
-        if note:
-            parts += [" ", (note, "reverse")]
+        if age:
+            parts += [" ", (age, "italic")]
+        if paused:
+            parts += [" ", ("paused", "reverse")]
         return Content.assemble(*parts)
