@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from datetime import tzinfo
 
 from textual.app import App
-from textual.screen import Screen
 
 from cortex_core.config import Settings
 from cortex_core.errors import CortexError
@@ -77,8 +76,10 @@ class CortexApp(App[None]):
         self._timeout = snapshot_timeout or max(5.0, 3 * refresh_seconds)
         self.read_only = read_only
 
-    def get_default_screen(self) -> Screen[None]:
-        return self.make_view("overview")
+    def on_mount(self) -> None:
+        # Views replace each other above the default screen, which stays
+        # blank: Textual cannot replace the bottom screen of the stack.
+        self.push_screen(self.make_view("overview"))
 
     def make_view(self, name: str) -> ViewScreen:
         """A fresh view called ``name`` (or one of its short names)."""

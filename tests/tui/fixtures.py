@@ -9,13 +9,19 @@ from typing import Any
 from textual.app import App
 from textual.pilot import Pilot
 
-from cortex_core.errors import TaskValidationError
-from cortex_core.models import Priority
+from cortex_core.errors import TaskValidationError, UnknownTask
+from cortex_core.models import Priority, TaskResult
 from cortex_core.snapshot import (
     Header,
+    HistoryEntry,
     LogEntry,
     QueueDepths,
+    ScaleInfo,
     Snapshot,
+    TaskDetail,
+    TaskFilter,
+    TaskPage,
+    TaskRow,
     TokenSeries,
     WorkerRow,
 )
@@ -130,10 +136,104 @@ SNAPSHOT = Snapshot(
         in_flight=3,
         dead=1,
         paused=frozenset({"low"}),
+        oldest={Priority.CRITICAL: 12.0, Priority.HIGH: 95.0, Priority.MEDIUM: 7_500.0},
     ),
     workers=WORKERS,
     tokens=TOKENS,
     log=LOG,
+    alerts=("1 worker missing heartbeats", "medium waiting 2h05m"),
+)
+
+QUERY = (
+    "Analyze cluster health for the security domain. Check pod status, "
+    "resource usage, and service availability."
+)
+PENDING_TASK = "0196a1b2c3d4e5f6a7b8c9d5"
+
+TASKS = (
+    TaskRow(
+        task_id="0196a1b2c3d4e5f6a7b8c9d2",
+        state="running",
+        priority="critical",
+        category="infrastructure",
+        attempts=1,
+        max_attempts=3,
+        worker="worker-2",
+        query=QUERY,
+        enqueued_at=NOW - 20,
+    ),
+    TaskRow(
+        task_id=PENDING_TASK,
+        state="pending",
+        priority="high",
+        category="development",
+        max_attempts=3,
+        query="List the deployments whose rollout is stuck.",
+        enqueued_at=NOW - 95,
+    ),
+    TaskRow(
+        task_id="0196a1b2c3d4e5f6a7b8c9d0",
+        state="pending",
+        priority="low",
+        category="cicd",
+        max_attempts=3,
+        query="Which pipelines failed in the last hour, and why?",
+        enqueued_at=NOW - 61,
+    ),
+    TaskRow(
+        task_id=DEAD_TASK,
+        state="dead",
+        priority="high",
+        category="security",
+        attempts=3,
+        max_attempts=3,
+        worker="worker-1",
+        reason="3 attempts: kubectl timed out [exit 124]",
+        query=QUERY,
+        enqueued_at=NOW - 300,
+        finished_at=NOW - 2,
+    ),
+    TaskRow(
+        task_id=DONE_TASK,
+        state="done",
+        priority="medium",
+        category="inventory",
+        attempts=1,
+        max_attempts=3,
+        worker="worker-2",
+        query="Count the nodes per instance type.",
+        enqueued_at=NOW - 40,
+        finished_at=NOW - 5,
+    ),
+)
+
+DETAIL = TaskDetail(
+    row=TASKS[3],
+    query=QUERY,
+    history=(
+        HistoryEntry(NOW - 300, "enqueued"),
+        HistoryEntry(NOW - 290, "claimed", "worker-1", 1),
+        HistoryEntry(NOW - 200, "retry", "worker-1", 1, "kubectl timed out"),
+        HistoryEntry(NOW - 190, "claimed", "worker-1", 2),
+        HistoryEntry(NOW - 100, "retry", "worker-1", 2, "kubectl timed out"),
+        HistoryEntry(NOW - 90, "claimed", "worker-1", 3),
+        HistoryEntry(NOW - 2, "dead", "worker-1", 3, "kubectl timed out [exit 124]"),
+    ),
+    result=TaskResult(
+        task_id=DEAD_TASK,
+        ok=False,
+        output="\n".join(f"line {n}: pod web-{n} Running" for n in range(1, 61)),
+        error="kubectl timed out [exit 124]",
+        model="simulated-sonnet",
+        simulated=True,
+        input_tokens=1_840,
+        output_tokens=312,
+        worker="worker-1",
+        attempt=3,
+        started_at=NOW - 90,
+        finished_at=NOW - 2,
+    ),
+    audit_files=("/var/lib/cortex/audit/2025-06-01/journal-0003.jsonl",),
 )
 
 
@@ -155,6 +255,9 @@ class FixedControl:
     snapshot_gate: asyncio.Event | None = None
     calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     closed: bool = False
+    task_rows: tuple[TaskRow, ...] = TASKS
+    change_error: BaseException | None = None
+    """Raised by every other change (cancel, pause, delete...)."""
 
     @property
     def header(self) -> Header:
@@ -193,6 +296,73 @@ class FixedControl:
             await self.scale_gate.wait()
         self.desired = max(0, (self.desired or 0) + delta)
         return self.desired
+
+    async def scale_to(self, count: int) -> int:
+        self.calls.append(("scale_to", (count,)))
+        self._check()
+        self.desired = count
+        return count
+
+    async def scale_info(self) -> ScaleInfo:
+        self.calls.append(("scale_info", ()))
+        return ScaleInfo(
+            current=2, desired=self.desired, owner="local supervisor", can_scale=True
+        )
+
+    async def tasks(
+        self, view: str, task_filter: TaskFilter, offset: int = 0, limit: int = 200
+    ) -> TaskPage:
+        self.calls.append(("tasks", (view, task_filter, offset, limit)))
+        rows = [
+            r
+            for r in self.task_rows
+            if (view == "tasks" or r.state == "dead")
+            and (not task_filter.states or r.state in task_filter.states)
+            and (not task_filter.priorities or r.priority in task_filter.priorities)
+        ]
+        window = rows[offset : offset + limit]
+        return TaskPage(
+            rows=[r for r in window if task_filter.matches(r)],
+            offset=offset,
+            scanned=len(window),
+            total=len(rows),
+        )
+
+    async def task_detail(self, task_id: str) -> TaskDetail:
+        self.calls.append(("task_detail", (task_id,)))
+        for row in self.task_rows:
+            if row.task_id == task_id:
+                return replace(DETAIL, row=row) if row.task_id != DEAD_TASK else DETAIL
+        raise UnknownTask(f"no task with id {task_id!r}")
+
+    async def requeue_dead(self, task_filter: TaskFilter) -> int:
+        self.calls.append(("requeue_dead", (task_filter,)))
+        self._check()
+        return sum(r.state == "dead" and task_filter.matches(r) for r in self.task_rows)
+
+    async def delete_dead(self, task_id: str) -> None:
+        self.calls.append(("delete_dead", (task_id,)))
+        self._check()
+
+    async def cancel(self, task_id: str) -> None:
+        self.calls.append(("cancel", (task_id,)))
+        self._check()
+
+    async def pause(self, priority: Priority | None = None) -> None:
+        self.calls.append(("pause", (priority,)))
+        self._check()
+
+    async def resume(self, priority: Priority | None = None) -> None:
+        self.calls.append(("resume", (priority,)))
+        self._check()
+
+    async def drain(self) -> None:
+        self.calls.append(("drain", ()))
+        self._check()
+
+    def _check(self) -> None:
+        if self.change_error is not None:
+            raise self.change_error
 
     async def close(self) -> None:
         self.calls.append(("close", ()))

@@ -1,4 +1,5 @@
-"""Pictures of the console at 80x24 and 120x40, compared with approved SVGs.
+"""Pictures of every view and dialog at 80x24 (a terminal over SSH) and
+160x48, on fixed data, compared with approved SVGs.
 
 Update them with ``pytest tests/tui --snapshot-update`` and look at the
 result before committing it.
@@ -7,6 +8,7 @@ result before committing it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -16,12 +18,13 @@ from textual.widgets import Input
 from cortex_core.errors import RedisUnavailable
 from cortex_tui.app import CortexApp
 
+from .conftest import NEVER
 from .fixtures import FixedControl, dashboard, settle
 
 pytestmark = pytest.mark.timeout(30)
 
 SnapCompare = Callable[..., bool]
-SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+SIZES = pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
 
 
 async def still_cursors(pilot: Pilot[Any]) -> None:
@@ -99,3 +102,83 @@ def test_scale_to_zero_question(
         await pilot.press("minus")  # 1 -> 0 asks first
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=ask)
+
+
+async def open_view(pilot: Pilot[Any], name: str) -> None:
+    """Switch to a view through the command line, as an operator would."""
+    await settle(pilot)
+    await pilot.press("colon", *name, "enter")  # :name enter switches the view
+    await settle(pilot)
+
+
+@SIZES
+@pytest.mark.parametrize("view", ["tasks", "dead", "workers"])
+def test_view(
+    snap_compare: SnapCompare, app: CortexApp, size: tuple[int, int], view: str
+) -> None:
+    async def switch(pilot: Pilot[Any]) -> None:
+        await open_view(pilot, view)
+
+    assert snap_compare(app, terminal_size=size, run_before=switch)
+
+
+@SIZES
+def test_task_detail(
+    snap_compare: SnapCompare, app: CortexApp, size: tuple[int, int]
+) -> None:
+    async def open_detail(pilot: Pilot[Any]) -> None:
+        await open_view(pilot, "dead")
+        await pilot.press("enter")  # open the dead task under the cursor
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=size, run_before=open_detail)
+
+
+@SIZES
+def test_filtered_tasks(
+    snap_compare: SnapCompare, app: CortexApp, size: tuple[int, int]
+) -> None:
+    async def filter_and_sort(pilot: Pilot[Any]) -> None:
+        await open_view(pilot, "tasks")
+        await pilot.press("slash", *"status:pending", "enter")  # queued tasks only
+        await settle(pilot)
+        await pilot.press("o", "o", "o")  # sort by the third column, priority
+        await pilot.press("slash")  # reopen the line: it shows the filter in force
+        await still_cursors(pilot)
+
+    assert snap_compare(app, terminal_size=size, run_before=filter_and_sort)
+
+
+@SIZES
+@pytest.mark.parametrize("key", ["p", "s"], ids=["flow", "scale"])
+def test_dialog(
+    snap_compare: SnapCompare, app: CortexApp, size: tuple[int, int], key: str
+) -> None:
+    async def open_dialog(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        await pilot.press(key)  # open the flow-control or the scale dialog
+        await settle(pilot)
+        await still_cursors(pilot)
+
+    assert snap_compare(app, terminal_size=size, run_before=open_dialog)
+
+
+@SIZES
+def test_read_only_overview(
+    snap_compare: SnapCompare, control: FixedControl, size: tuple[int, int]
+) -> None:
+    app = CortexApp(control, refresh_seconds=NEVER, tz=UTC, read_only=True)
+    assert snap_compare(app, terminal_size=size, run_before=settle)
+
+
+@SIZES
+def test_no_color_overview(
+    snap_compare: SnapCompare,
+    control: FixedControl,
+    size: tuple[int, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")  # read when the app is made
+    app = CortexApp(control, refresh_seconds=NEVER, tz=UTC)
+    assert app.no_color
+    assert snap_compare(app, terminal_size=size, run_before=settle)
