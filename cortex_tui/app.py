@@ -19,7 +19,7 @@ from cortex_core.snapshot import Control
 from cortex_core.system import System
 from cortex_tui.screens.dashboard import DashboardScreen
 from cortex_tui.screens.tasks import DeadLetterScreen, TaskListScreen
-from cortex_tui.screens.view import ViewScreen, ask, parse_priority
+from cortex_tui.screens.view import CHANGE_VERBS, ViewScreen, ask, parse_priority
 from cortex_tui.screens.workers import WorkersScreen
 
 logger = logging.getLogger(__name__)
@@ -40,8 +40,6 @@ VIEW_NAMES = {
     "w": "workers",
 }
 """Every name a view answers to on the command line."""
-CHANGE_COMMANDS = ("pause", "resume", "drain", "scale")
-"""Commands that change the system: refused in read-only mode."""
 
 
 class CortexApp(App[None]):
@@ -121,8 +119,8 @@ class CortexApp(App[None]):
         if verb in ("h", "help"):
             screen.action_help()
             return
-        if verb not in CHANGE_COMMANDS:
-            known = ", ".join([*VIEWS, *CHANGE_COMMANDS, "help", "quit"])
+        if verb not in CHANGE_VERBS:
+            known = ", ".join([*VIEWS, *sorted(CHANGE_VERBS), "help", "quit"])
             raise ValueError(f"unknown command {verb!r}: one of {known}")
         if self.read_only:
             raise ValueError(f"read-only mode: {verb} is not allowed")

@@ -80,10 +80,14 @@ class ScaleScreen(ModalScreen[int | None]):
                     "Scale to 0 workers? Pending tasks wait until a worker returns.",
                     yes="Scale to 0",
                 ),
-                lambda yes: self.dismiss(0) if yes else None,
+                self._zero_answered,
             )
             return
         self.dismiss(count)
+
+    def _zero_answered(self, yes: bool | None) -> None:
+        if yes:
+            self.dismiss(0)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

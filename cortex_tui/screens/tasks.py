@@ -22,14 +22,17 @@ class TaskListScreen(ViewScreen):
 
     BINDINGS = [
         Binding("enter", "detail", "Detail", tooltip="Open the task under the cursor"),
-        Binding("o", "sort", "Sort", tooltip="Sort by the next column"),
-        Binding("O", "reverse", "Reverse", tooltip="Reverse the sort order"),
+        Binding("o", "sort", "Sort", tooltip="Sort by the next column", show=False),
+        Binding(
+            "O", "reverse", "Reverse", tooltip="Reverse the sort order", show=False
+        ),
         Binding(
             "right_square_bracket",
             "page(1)",
             "Next page",
             key_display="]",
             tooltip="Next page of the list",
+            show=False,
         ),
         Binding(
             "left_square_bracket",
@@ -37,8 +40,9 @@ class TaskListScreen(ViewScreen):
             "Prev page",
             key_display="[",
             tooltip="Previous page of the list",
+            show=False,
         ),
-        Binding("c", "cancel", "Cancel task", tooltip="Cancel the queued task"),
+        Binding("c", "cancel", "Cancel", tooltip="Cancel the queued task (asks first)"),
     ]
     CHANGES = ViewScreen.CHANGES | {"cancel"}
     AUTO_FOCUS = "#list"

@@ -44,17 +44,27 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 COMMON_KEYS = (
-    ("up / down", "Move the cursor in a table; scroll the task detail"),
-    ("escape", "Close a form, a question, the detail or this help"),
+    ("up / down", "Move the cursor; scroll the detail and this help"),
     ("enter", "Submit a form or a line; open the task under the cursor"),
+    ("escape", "Close a line, a form, a question, the detail or this help"),
     ("y / n", "Answer a question"),
-    (":overview  :tasks", "Switch views (also :dead, :workers; :o :t :d :w)"),
-    (":pause [P]  :resume [P]", "Pause or resume all claims or priority P"),
-    (":drain  :scale N", "Stop claiming everywhere; set the worker count"),
-    (":target NAME", "Watch another configured target (:target lists them)"),
-    (":help  :quit", "This help; leave the console"),
+    ("tab", "Move between the fields of a form"),
 )
 """Keys of dialogs, tables and the command line, listed after the bindings."""
+
+COMMANDS = (
+    ("overview", "The dashboard (also :o)"),
+    ("tasks", "Every task, a page at a time (also :t)"),
+    ("dead", "Dead letters with their reasons (also :d)"),
+    ("workers", "Every worker (also :w)"),
+    ("pause [P]", "Stop claims of every priority, or of priority P"),
+    ("resume [P]", "Resume everything (ends a drain), or priority P"),
+    ("drain", "Stop claiming everywhere; running tasks finish"),
+    ("scale N", "Set the worker count (0 asks first)"),
+    ("help", "This help"),
+    ("quit", "Leave the console"),
+)
+"""What the command line understands, for the help screen."""
 
 
 def describe(err: BaseException) -> str:
@@ -72,12 +82,12 @@ class ViewScreen(Screen[None]):
         Binding(
             "slash", "filter", "Filter", key_display="/", tooltip="Filter the list"
         ),
-        Binding("p", "flow", "Pause", tooltip="Pause, resume or drain consumption"),
+        Binding("p", "flow", "Flow", tooltip="Pause, resume or drain consumption"),
         Binding("s", "scale_dialog", "Scale", tooltip="Set the worker count"),
         Binding(
             "question_mark", "help", "Help", key_display="?", tooltip="Show this help"
         ),
-        Binding("q", "app.quit", "Quit", tooltip="Quit the console"),
+        Binding("q", "app.quit", "Quit", tooltip="Quit the console", show=False),
     ]
     CHANGES: ClassVar[frozenset[str]] = frozenset({"flow", "scale_dialog"})
     """Actions that change the system: hidden and refused when read-only."""
@@ -128,6 +138,7 @@ class ViewScreen(Screen[None]):
         self.task_filter = TaskFilter()
         """What the view's list shows; every list starts unfiltered."""
         self.filter_text = ""
+        self._committed_filter = ""
 
     @property
     def console(self) -> CortexApp:
@@ -145,7 +156,7 @@ class ViewScreen(Screen[None]):
         yield Banner(id="banner")
         yield from self.compose_body()
         yield CommandLine(id="prompt")
-        yield Footer()
+        yield Footer(compact=True)
 
     def compose_body(self) -> ComposeResult:
         """The view's own widgets, between the header and the footer."""
@@ -204,6 +215,13 @@ class ViewScreen(Screen[None]):
     def _line_submitted(self, message: CommandLine.Submitted) -> None:
         if message.mode == "command":
             self.console.run_command(message.value)
+            return
+        try:
+            TaskFilter.parse(message.value)
+        except ValueError as err:
+            # What was typed is refused: the filter before the line opened holds.
+            self.notify(str(err), severity="error", markup=False)
+            self.filter_submitted(self._committed_filter)
         else:
             self.filter_submitted(message.value)
 
@@ -222,10 +240,16 @@ class ViewScreen(Screen[None]):
         self.query_one(CommandLine).open("command")
 
     def action_filter(self) -> None:
+        self._committed_filter = self.filter_text
         self.query_one(CommandLine).open("filter", self.filter_text)
 
     def action_help(self) -> None:
-        self.app.push_screen(HelpScreen(self.key_help()))
+        commands = [
+            (name, what)
+            for name, what in COMMANDS
+            if not (self.console.read_only and name.split()[0] in CHANGE_VERBS)
+        ]
+        self.app.push_screen(HelpScreen(self.key_help(), commands))
 
     def action_flow(self) -> None:
         paused = self._last.queues.paused if self._last else frozenset()
@@ -324,6 +348,8 @@ class ViewScreen(Screen[None]):
         seen: set[str] = set()
         out: list[Binding] = []
         for cls in type(self).__mro__:
+            if not cls.__module__.startswith("cortex_tui."):
+                continue
             for binding in cls.__dict__.get("BINDINGS", ()):
                 if isinstance(binding, Binding) and binding.key not in seen:
                     seen.add(binding.key)
@@ -386,6 +412,9 @@ class ViewScreen(Screen[None]):
         if poll:
             self.poll()
 
+
+CHANGE_VERBS = frozenset({"pause", "resume", "drain", "scale"})
+"""Commands that change the system: refused in read-only mode."""
 
 _OUTCOMES = (ViewScreen.SnapshotTaken, ViewScreen.SnapshotFailed)
 

@@ -54,7 +54,7 @@ class CommandLine(Horizontal):
 
     def compose(self) -> ComposeResult:
         yield Label(":", id="sign")
-        yield Input(compact=True, id="line")
+        yield Input(compact=True, select_on_focus=False, id="line")
 
     @property
     def is_open(self) -> bool:

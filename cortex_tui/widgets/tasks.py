@@ -17,6 +17,9 @@ COLUMNS = ("task", "status", "priority", "category", "attempts", "worker", "quer
 """Columns of the tasks view; the dead-letter view shows the reason last."""
 DEAD_COLUMNS = ("task", "priority", "category", "attempts", "finished", "reason")
 
+MIN_LAST = 12
+"""The last column never gets narrower than this."""
+
 _PRIORITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 _STATE_ORDER = {"running": 0, "pending": 1, "dead": 2, "done": 3}
 _STATE_STYLES = {"running": "cyan", "dead": "bold red", "done": "green"}
@@ -63,6 +66,9 @@ class TaskTable(DataTable[Text]):
         for name in self.columns_shown:
             self.add_column(name, key=name)
 
+    def on_resize(self) -> None:
+        self.show(self._rows)
+
     @property
     def selected_task_id(self) -> str | None:
         if not self.row_count:
@@ -87,9 +93,20 @@ class TaskTable(DataTable[Text]):
                 key=lambda r: sort_key(self.sort_column, r), reverse=self.sort_reverse
             )
         self._rows = tuple(ordered)
-        self.clear()
-        for row in self._rows:
-            self.add_row(*self._cells(row), key=row.task_id)
+        cells = [self._cells(row) for row in self._rows]
+        names = self.columns_shown
+        widths = [
+            max([len(name), *(len(r[i].plain) for r in cells)])
+            for i, name in enumerate(names)
+        ]
+        # The last column (query or reason) takes what is left of the width.
+        used = sum(widths[:-1]) + 2 * self.cell_padding * len(names)
+        widths[-1] = max(MIN_LAST, self.scrollable_content_region.width - used)
+        self.clear(columns=True)
+        for name, width in zip(names, widths, strict=True):
+            self.add_column(name, width=width, key=name)
+        for row, row_cells in zip(self._rows, cells, strict=True):
+            self.add_row(*row_cells, key=row.task_id)
         if kept is not None:
             # A task that left the page leaves the cursor where it was.
             with contextlib.suppress(RowDoesNotExist):
@@ -130,8 +147,12 @@ class TaskTable(DataTable[Text]):
             "category": Text(row.category),
             "attempts": Text(attempts, justify="right"),
             "worker": Text(formatting.tail(row.worker, 18)),
-            "query": Text(" ".join(row.query.split())[:120], no_wrap=True),
+            "query": Text(
+                " ".join(row.query.split())[:200], no_wrap=True, overflow="ellipsis"
+            ),
             "finished": Text(finished),
-            "reason": Text(" ".join(row.reason.split())[:160], no_wrap=True),
+            "reason": Text(
+                " ".join(row.reason.split())[:200], no_wrap=True, overflow="ellipsis"
+            ),
         }
         return [cells[name] for name in self.columns_shown]
