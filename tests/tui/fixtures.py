@@ -273,7 +273,9 @@ class FixedControl:
             await self.snapshot_gate.wait()
         if self.failure is not None:
             raise self.failure
-        return replace(self.snapshot_data, header=self.header)
+        # Like the real control, hand out only the newest log_limit entries.
+        log = self.snapshot_data.log[:log_limit]
+        return replace(self.snapshot_data, header=self.header, log=log)
 
     async def enqueue(
         self, query: str, category: str, priority: Priority, count: int = 1
