@@ -276,7 +276,7 @@ def serve(argv: list[str], host: str, port: int) -> int:
             at = inner.index(flag)
             del inner[at : at + 2]
         inner = [a for a in inner if not a.startswith(f"{flag}=")]
-    command = shlex.join([sys.executable, "-m", "cortex_tui.app", *inner])
+    command = shlex.join([sys.executable, "-m", "cortex_tui", *inner])
     print(f"cortex-tui: serving on http://{host}:{port}", flush=True)
     Server(command, host=host, port=port, title="cortex").serve()
     return 0

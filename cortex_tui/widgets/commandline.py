@@ -70,7 +70,10 @@ class CommandLine(Horizontal):
             line.value = value
         line.cursor_position = len(value)
         self.display = True
-        line.focus()
+        # Focus now, not on the next message: keys typed fast (or pasted, or
+        # sent in one burst by a browser) must land in the line, not in the
+        # view's bindings.
+        self.screen.set_focus(line)
 
     def close(self) -> None:
         self.display = False
