@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from cortex_core.errors import ConfigError
 from cortex_core.redis_url import SENTINEL_SCHEMES, is_sentinel, parse_sentinel
+from cortex_core.targets import parse_targets
 
 ENV_PREFIX = "CORTEX_"
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -95,6 +96,8 @@ class Settings:
     """The console shows everything and changes nothing."""
     alert_queue_age_seconds: float = 300.0
     """The console alerts when a queue's oldest task has waited this long."""
+    targets: str = ""
+    """Other deployments ``:target`` switches to: ``name=URL[#namespace]``."""
 
     # Derived paths -------------------------------------------------------
 
@@ -173,6 +176,7 @@ class Settings:
                 )
             if is_sentinel(self.redis_url):
                 parse_sentinel(self.redis_url)
+        parse_targets(self.targets)
         if not _NAMESPACE_RE.fullmatch(self.namespace):
             raise ConfigError(
                 "namespace: 1 to 64 characters of letters, digits, _ . : -"

@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import logging
 import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import tzinfo
 
+from textual import work
 from textual.app import App
 
 from cortex_core.config import Settings
 from cortex_core.errors import CortexError
 from cortex_core.snapshot import Control
 from cortex_core.system import System
+from cortex_core.targets import open_target, parse_targets
 from cortex_tui.screens.dashboard import DashboardScreen
 from cortex_tui.screens.tasks import DeadLetterScreen, TaskListScreen
-from cortex_tui.screens.view import CHANGE_VERBS, ViewScreen, ask, parse_priority
+from cortex_tui.screens.view import (
+    CHANGE_VERBS,
+    ViewScreen,
+    ask,
+    describe,
+    parse_priority,
+)
 from cortex_tui.screens.workers import WorkersScreen
 
 logger = logging.getLogger(__name__)
@@ -31,6 +42,12 @@ VIEWS: dict[str, type[ViewScreen]] = {
     "workers": WorkersScreen,
 }
 """The views ``:`` switches between, by name."""
+HOME = "home"
+"""The target the console was started on."""
+
+Opener = Callable[[], AbstractAsyncContextManager[Control]]
+"""Opens a control over another deployment; closing it closes the control."""
+
 VIEW_NAMES = {
     **{name: name for name in VIEWS},
     "o": "overview",
@@ -57,13 +74,15 @@ class CortexApp(App[None]):
         tz: tzinfo | None = None,
         snapshot_timeout: float | None = None,
         read_only: bool = False,
+        targets: Mapping[str, Opener] | None = None,
     ) -> None:
         """``tz`` is the zone times are shown in, None for the local one.
 
         A refresh that takes longer than ``snapshot_timeout`` seconds (by
         default the larger of 5 and three refresh periods) counts as failed.
         With ``read_only`` every action that changes something is hidden and
-        refused with a message.
+        refused with a message. ``targets`` opens a control over each other
+        deployment ``:target NAME`` can switch to.
         """
         super().__init__()
         if refresh_seconds <= 0:
@@ -73,6 +92,11 @@ class CortexApp(App[None]):
         self._tz = tz
         self._timeout = snapshot_timeout or max(5.0, 3 * refresh_seconds)
         self.read_only = read_only
+        self._targets = dict(targets or {})
+        self.target = HOME
+        """The name of the deployment on screen; ``home`` is the first one."""
+        self._home = control
+        self._opened: contextlib.AsyncExitStack | None = None
 
     def on_mount(self) -> None:
         # Views replace each other above the default screen, which stays
@@ -119,6 +143,9 @@ class CortexApp(App[None]):
         if verb in ("h", "help"):
             screen.action_help()
             return
+        if verb == "target":
+            self._target_command(args)
+            return
         if verb not in CHANGE_VERBS:
             known = ", ".join([*VIEWS, *sorted(CHANGE_VERBS), "help", "quit"])
             raise ValueError(f"unknown command {verb!r}: one of {known}")
@@ -158,9 +185,50 @@ class CortexApp(App[None]):
         else:
             screen.act(lambda: control.resume(priority), f"Resumed {what}")
 
+    def _target_command(self, args: list[str]) -> None:
+        names = [HOME, *self._targets]
+        if not args:
+            listed = ", ".join(f"[{n}]" if n == self.target else n for n in names)
+            self.notify(f"targets: {listed}", markup=False)
+            return
+        if len(args) > 1 or args[0] not in names:
+            raise ValueError(f"target: one of {', '.join(names)}")
+        if args[0] != self.target:
+            self._switch_target(args[0])
+
+    @work(group="target", exclusive=True)
+    async def _switch_target(self, name: str) -> None:
+        """Open ``name`` (the home target is never closed), then show it."""
+        stack = contextlib.AsyncExitStack()
+        control = self._home
+        if name != HOME:
+            try:
+                control = await stack.enter_async_context(self._targets[name]())
+            except Exception as err:  # the console stays on what it showed
+                await stack.aclose()
+                self.notify(
+                    f"target {name}: {describe(err)}", severity="error", markup=False
+                )
+                return
+        old, self._opened = self._opened, stack
+        self._control, self.target = control, name
+        view = self.screen
+        while len(self.screen_stack) > 2:  # close dialogs and the detail first
+            await self.pop_screen()
+        name_of_view = getattr(view, "VIEW", "") or "overview"
+        await self.switch_screen(self.make_view(name_of_view))
+        self.notify(f"Watching {name}: {control.header.redis}", markup=False)
+        if old is not None:
+            await old.aclose()
+
     async def on_unmount(self) -> None:
+        if self._opened is not None:
+            try:
+                await self._opened.aclose()
+            except Exception as err:  # the console is gone; say why, do not crash
+                logger.warning("closing target %s failed: %s", self.target, err)
         try:
-            await self._control.close()
+            await self._home.close()
         except Exception as err:  # the console is gone; say why, do not crash
             logger.warning("closing the control failed: %s", err)
 
@@ -250,10 +318,15 @@ async def _console(
     async with System.open(settings, start_workers=local_workers) as system:
         if demo:
             system.start_demo_load()
+        targets = {
+            name: functools.partial(open_target, settings, target)
+            for name, target in parse_targets(settings.targets).items()
+        }
         app = CortexApp(
             system.control,
             refresh_seconds=refresh_seconds,
             read_only=settings.read_only,
+            targets=targets,
         )
         # A closed terminal (SIGHUP) or a kill (SIGTERM) quits as 'q' does, so
         # the workers and the Redis this console started stop with it.

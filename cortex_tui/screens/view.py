@@ -61,6 +61,7 @@ COMMANDS = (
     ("resume [P]", "Resume everything (ends a drain), or priority P"),
     ("drain", "Stop claiming everywhere; running tasks finish"),
     ("scale N", "Set the worker count (0 asks first)"),
+    ("target [NAME]", "Watch another configured deployment; alone, list them"),
     ("help", "This help"),
     ("quit", "Leave the console"),
 )
