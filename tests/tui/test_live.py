@@ -11,10 +11,12 @@ from cortex_core.config import Settings
 from cortex_core.models import Priority
 from cortex_core.system import System
 from cortex_tui.app import CortexApp
+from cortex_tui.screens.detail import TaskDetailScreen
 from cortex_tui.widgets.banner import Banner
 from cortex_tui.widgets.header import HeaderBar
 from cortex_tui.widgets.log import TaskLog
 from cortex_tui.widgets.queues import QueuePanel
+from cortex_tui.widgets.tasks import TaskTable
 
 from .fixtures import dashboard, record_notifications, settle
 
@@ -95,3 +97,44 @@ async def test_minus_to_zero_asks_then_sets_the_desired_count(
             await pilot.press("plus")  # and back to one
             await settle(pilot)
             assert await backend.read_desired() == 1
+
+
+async def test_incident_keys_on_the_real_queue(settings: Settings) -> None:
+    """Cancel a queued task in :tasks, see it with its reason in :dead,
+    open its detail, requeue it, and pause a priority: all in Redis."""
+    async with System.open(settings, start_workers=False) as system:
+        queue = system.services.queue
+        [first, second] = await system.control.enqueue(
+            "list pods", "cicd", Priority.LOW, count=2
+        )
+        app = CortexApp(system.control, refresh_seconds=3600, tz=UTC)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press("colon", *"tasks", "enter")
+            await settle(pilot)
+            table = app.screen.query_one(TaskTable)
+            assert {r.task_id for r in table.task_rows} == {first, second}
+            await pilot.press("slash", *first[-8:], "enter")  # just the first one
+            await settle(pilot)
+            assert [r.task_id for r in table.task_rows] == [first]
+            await pilot.press("c", "y")  # cancel it, after the question
+            await settle(pilot)
+            assert (await queue.get(first)).state == "dead"
+            await pilot.press("colon", *"dead", "enter")
+            await settle(pilot)
+            table = app.screen.query_one(TaskTable)
+            [row] = table.task_rows
+            assert (row.task_id, row.reason) == (first, "cancelled by the operator")
+            await pilot.press("enter")  # the detail, with its history
+            await settle(pilot)
+            assert isinstance(app.screen, TaskDetailScreen)
+            detail = app.screen.detail
+            assert detail is not None
+            assert [h.kind for h in detail.history][:1] == ["enqueued"]
+            await pilot.press("escape", "r")  # back, and requeue it
+            await settle(pilot)
+            assert (await queue.get(first)).state == "pending"
+            await pilot.press("colon", *"pause low", "enter")
+            await settle(pilot)
+            assert "low" in (await queue.depths()).paused
+            assert await queue.claim("test", 5000) is None  # low is paused
