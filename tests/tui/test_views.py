@@ -491,3 +491,32 @@ async def test_help_lists_every_key_of_the_view_and_the_commands(
 def test_task_rows_of_the_fixture_cover_every_state() -> None:
     assert {r.state for r in TASKS} == {"running", "pending", "dead", "done"}
     assert isinstance(TASKS[0], TaskRow)
+
+
+async def test_escape_leaves_the_scale_dialog_without_a_change(
+    app: CortexApp, control: FixedControl
+) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("s")
+        await settle(pilot)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, DashboardScreen)
+        assert control.calls_to("scale_to") == []
+
+
+async def test_page_keys_scroll_the_detail_both_ways(app: CortexApp) -> None:
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await command(pilot, "dead")
+        await pilot.press("enter")
+        await settle(pilot)
+        scroll = app.screen.query_one("#detail")
+        await pilot.press("pagedown", "pagedown")
+        lowest = scroll.scroll_y
+        assert lowest > 0
+        await pilot.press("pageup")
+        assert 0 < scroll.scroll_y < lowest
+        await pilot.press("up")  # the arrows scroll too
+        assert scroll.scroll_y < lowest - 1
