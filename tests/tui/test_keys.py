@@ -14,6 +14,7 @@ from cortex_tui.app import CortexApp
 from cortex_tui.screens.confirm import ConfirmScreen
 from cortex_tui.screens.dashboard import DashboardScreen
 from cortex_tui.screens.help import HelpScreen
+from cortex_tui.screens.view import ViewScreen
 from cortex_tui.widgets.header import HeaderBar
 from cortex_tui.widgets.log import TaskLog
 
@@ -242,15 +243,15 @@ async def test_question_mark_lists_every_key_and_escape_closes_it(
         await pilot.press("question_mark")  # open the help
         assert isinstance(app.screen, HelpScreen)
         text = str(app.screen.query_one("#keys").render())
-        shown = {line.split()[0] for line in text.splitlines()}
-        for binding in DashboardScreen.BINDINGS:
+        shown = {line.split()[0] for line in text.splitlines() if line.strip()}
+        for binding in (*DashboardScreen.BINDINGS, *ViewScreen.BINDINGS):
             assert isinstance(binding, Binding)
             if binding.action == "release_pin":
                 # Only in cluster mode (tests/tui/test_cluster.py).
                 assert binding.key not in shown
                 continue
             assert (binding.key_display or binding.key) in shown
-        assert {"n", "r", "+", "-", "?", "q", "escape"} <= shown
+        assert {"n", "r", "+", "-", "?", "q", ":", "/", "p", "s", "escape"} <= shown
         await pilot.press("escape")  # close the help
         assert isinstance(app.screen, DashboardScreen)
 
