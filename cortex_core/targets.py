@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from cortex_core.errors import ConfigError
+from cortex_core.redis_url import SENTINEL_SCHEMES
 
 if TYPE_CHECKING:
     from cortex_core.config import Settings
     from cortex_core.snapshot import Control
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
-_SCHEMES = ("redis", "rediss", "unix")
+_SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import DataTable
 
-from cortex_core.snapshot import Snapshot
+from cortex_core.snapshot import Header, Snapshot
 from cortex_tui import formatting
 from cortex_tui.screens.confirm import ConfirmScreen
 from cortex_tui.screens.enqueue import EnqueueScreen
@@ -44,8 +44,14 @@ class DashboardScreen(ViewScreen):
             key_display="-",
             tooltip="Remove a worker (asks before going to 0)",
         ),
+        Binding(
+            "u",
+            "release_pin",
+            "Release pin",
+            tooltip="Hand the worker count back to the autoscaler (cluster mode)",
+        ),
     ]
-    CHANGES = ViewScreen.CHANGES | {"enqueue", "requeue", "scale"}
+    CHANGES = ViewScreen.CHANGES | {"enqueue", "requeue", "scale", "release_pin"}
     AUTO_FOCUS = "#log"
     VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     VIEW = "overview"
@@ -65,13 +71,17 @@ class DashboardScreen(ViewScreen):
         with Horizontal(id="top"):
             yield QueuePanel(id="queues")
             yield TokenGraph(id="tokens")
-        yield WorkerTable(id="workers")
+        yield WorkerTable(
+            id="workers", cluster=self._control.header.kube_context is not None
+        )
         yield TaskLog(tz=self._tz, id="log")
 
     def show_snapshot(self, snapshot: Snapshot, page: object) -> None:
         self.query_one(QueuePanel).depths = snapshot.queues
         self.query_one(TokenGraph).series = snapshot.tokens
-        self.query_one(WorkerTable).worker_rows = tuple(snapshot.workers)
+        table = self.query_one(WorkerTable)
+        table.now = snapshot.taken_at
+        table.worker_rows = tuple(snapshot.workers)
         self._show_log()
 
     def filter_changed(self, text: str) -> None:
@@ -92,6 +102,25 @@ class DashboardScreen(ViewScreen):
         if task_id is not None:
             self.open_detail(task_id)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The pin release shows only while an autoscaler's count is pinned."""
+        if action == "release_pin" and self._pinned_header() is None:
+            return False
+        return super().check_action(action, parameters)
+
+    def action_release_pin(self) -> None:
+        header = self._pinned_header()
+        if header is None:
+            return
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Release the pin at {header.pinned} workers? "
+                "The autoscaler sets the count again.",
+                yes="Release",
+            ),
+            lambda yes: self._release_pin() if yes else None,
+        )
+
     def action_enqueue(self) -> None:
         self.app.push_screen(EnqueueScreen(self._control), self._enqueued)
 
@@ -106,6 +135,22 @@ class DashboardScreen(ViewScreen):
         )
 
     def action_scale(self, delta: int) -> None:
+        header = self._last.header if self._last is not None else None
+        if (
+            header is not None
+            and header.autoscaler not in (None, "none")
+            and header.pinned is None
+        ):
+            target = (self._desired or 0) + self._scaling + delta
+            self.app.push_screen(
+                ConfirmScreen(
+                    f"The autoscaler {header.autoscaler} owns the worker count. "
+                    f"Pin it at {max(0, target)}? (u releases the pin)",
+                    yes="Pin",
+                ),
+                lambda yes: self._scale_confirmed(delta, target) if yes else None,
+            )
+            return
         known = self._desired
         if known is None and self._last is not None:
             known = sum(w.state not in GONE for w in self._last.workers)
@@ -119,6 +164,29 @@ class DashboardScreen(ViewScreen):
         self.app.push_screen(
             ConfirmScreen(question, yes="Remove"),
             lambda yes: self._start_scale(delta) if yes else None,
+        )
+
+    def _pinned_header(self) -> Header | None:
+        header = self._last.header if self._last is not None else None
+        header = header or self._control.header
+        return header if header.pinned is not None else None
+
+    def _scale_confirmed(self, delta: int, target: int) -> None:
+        if target > 0:
+            self._start_scale(delta)
+            return
+        self.app.push_screen(
+            ConfirmScreen(
+                "Scale to 0 workers? Pending tasks wait until a worker returns.",
+                yes="Remove",
+            ),
+            lambda yes: self._start_scale(delta) if yes else None,
+        )
+
+    def _release_pin(self) -> None:
+        self.act(
+            self._control.release_pin,
+            lambda owner: f"Released: the worker count belongs to {owner}",
         )
 
     def _show_log(self) -> None:

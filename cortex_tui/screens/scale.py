@@ -58,6 +58,10 @@ class ScaleScreen(ModalScreen[int | None]):
             Content.assemble("desired  ", (desired, "bold")),
             Content.assemble("owner    ", (info.owner, "bold")),
         ]
+        if info.owner.startswith("autoscaler"):
+            lines.append(
+                Content("a new count pins the autoscaler; u (overview) releases it")
+            )
         if not info.can_scale:
             lines.append(Content("this console cannot change the count"))
         self.query_one("#scale-info", Static).update(Content("\n").join(lines))

@@ -19,7 +19,9 @@ class WorkersScreen(ViewScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Label("", id="list-status")
-        yield WorkerTable(id="worker-list")
+        yield WorkerTable(
+            id="worker-list", cluster=self._control.header.kube_context is not None
+        )
 
     def show_snapshot(self, snapshot: Snapshot, page: object) -> None:
         self._show()
@@ -36,7 +38,10 @@ class WorkersScreen(ViewScreen):
         workers = self._last.workers if self._last else ()
         words = self.task_filter.text.lower().split()
         shown = tuple(w for w in workers if all(x in _haystack(w) for x in words))
-        self.query_one(WorkerTable).worker_rows = shown
+        table = self.query_one(WorkerTable)
+        if self._last is not None:
+            table.now = self._last.taken_at
+        table.worker_rows = shown
         status = f"Workers {len(shown)} of {len(workers)}"
         if self.filter_text:
             status += f" · filter: {self.filter_text}"
