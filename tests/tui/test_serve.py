@@ -23,7 +23,7 @@ from playwright.async_api import Route, async_playwright  # noqa: E402
 
 from cortex_core.system import Services  # noqa: E402
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(150)
 
 LOCAL = ("http://127.0.0.1:", "ws://127.0.0.1:")
 
@@ -83,6 +83,23 @@ def served(child_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
             proc.wait()
 
 
+SETUP_COMMANDS = frozenset({"client|setinfo", "client|setname", "hello", "select"})
+"""What a new connection sends before it does any work."""
+
+
+async def polling(services: Services, before: set[str]) -> None:
+    """Return once a connection opened after ``before`` ran a real command."""
+    deadline = time.monotonic() + 60
+    while True:
+        clients = await services.client.client_list()
+        if any(
+            c["id"] not in before and c["cmd"] not in SETUP_COMMANDS for c in clients
+        ):
+            return
+        assert time.monotonic() < deadline, "the served console never read Redis"
+        await asyncio.sleep(0.2)
+
+
 @pytest.mark.skipif(
     BROWSER is None,
     reason="no Chromium on this machine: `playwright install chromium` could not "
@@ -106,20 +123,27 @@ async def test_the_console_answers_keys_in_a_browser(
         try:
             page = await browser.new_page(viewport={"width": 1280, "height": 800})
             await page.route("**/*", only_local)
+
+            before = {c["id"] for c in await services.client.client_list()}
             await page.goto(served)
-            # textual-serve marks the page once the console drew its first frame.
-            await page.wait_for_selector("body.-first-byte", timeout=30_000)
+            await page.wait_for_selector("body.-first-byte", timeout=60_000)
+            # The first byte can come before the console listens to keys; it
+            # does once its view is mounted, which starts the refresh loop:
+            # wait for the served console's connection to read a snapshot.
+            await polling(services, before)
             assert "high" not in (await services.queue.depths()).paused
-            await page.focus(".xterm-helper-textarea")
-            # The first frame may come before the console listens to keys:
-            # type the (idempotent) command again until Redis shows it.
-            deadline = time.monotonic() + 30
+            # Type the command, at a typist's pace, until Redis shows it: keys
+            # sent while the page settles can be lost. The check below fails
+            # if a partial burst reached a binding instead of the line.
+            deadline = time.monotonic() + 60
             while "high" not in (await services.queue.depths()).paused:
                 assert time.monotonic() < deadline, "the pause never reached Redis"
-                await page.keyboard.type(":pause high")
+                await page.focus(".xterm-helper-textarea")
+                await page.keyboard.press("Escape")  # close whatever is open
+                await page.keyboard.type(":pause high", delay=100)
                 await page.keyboard.press("Enter")
-                await asyncio.sleep(1.0)
-            # Nothing typed early reached a binding (p then a pauses all).
+                await asyncio.sleep(2.0)
+            # Every key went to the command line: none reached a binding.
             assert (await services.queue.depths()).paused == frozenset({"high"})
         finally:
             await browser.close()
