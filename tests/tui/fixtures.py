@@ -8,6 +8,7 @@ from typing import Any
 
 from textual.app import App
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from cortex_core.errors import TaskValidationError, UnknownTask
 from cortex_core.models import Priority, TaskResult
@@ -410,3 +411,14 @@ async def settle(pilot: Pilot[Any]) -> None:
     """Wait until every worker is done and the messages they posted are handled."""
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()
+
+
+async def run_line(pilot: Pilot[Any], sign: str, text: str) -> None:
+    """Open the command (``colon``) or filter (``slash``) line with its key,
+    put ``text`` in it and press enter. Typing key by key is tested once;
+    elsewhere it only costs time."""
+    await pilot.press(sign)
+    line = pilot.app.screen.query_one("#line", Input)
+    line.value = text
+    await pilot.press("enter")
+    await settle(pilot)

@@ -18,7 +18,7 @@ from cortex_tui.widgets.log import TaskLog
 from cortex_tui.widgets.queues import QueuePanel
 from cortex_tui.widgets.tasks import TaskTable
 
-from .fixtures import dashboard, record_notifications, settle
+from .fixtures import dashboard, record_notifications, run_line, settle
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -110,8 +110,7 @@ async def test_incident_keys_on_the_real_queue(settings: Settings) -> None:
         app = CortexApp(system.control, refresh_seconds=3600, tz=UTC)
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot)
-            await pilot.press("colon", *"tasks", "enter")
-            await settle(pilot)
+            await run_line(pilot, "colon", "tasks")
             table = app.screen.query_one(TaskTable)
             assert {r.task_id for r in table.task_rows} == {first, second}
             await pilot.press("slash", *first[-8:], "enter")  # just the first one
@@ -120,8 +119,7 @@ async def test_incident_keys_on_the_real_queue(settings: Settings) -> None:
             await pilot.press("c", "y")  # cancel it, after the question
             await settle(pilot)
             assert (await queue.get(first)).state == "dead"
-            await pilot.press("colon", *"dead", "enter")
-            await settle(pilot)
+            await run_line(pilot, "colon", "dead")
             table = app.screen.query_one(TaskTable)
             [row] = table.task_rows
             assert (row.task_id, row.reason) == (first, "cancelled by the operator")
@@ -134,7 +132,6 @@ async def test_incident_keys_on_the_real_queue(settings: Settings) -> None:
             await pilot.press("escape", "r")  # back, and requeue it
             await settle(pilot)
             assert (await queue.get(first)).state == "pending"
-            await pilot.press("colon", *"pause low", "enter")
-            await settle(pilot)
+            await run_line(pilot, "colon", "pause low")
             assert "low" in (await queue.depths()).paused
             assert await queue.claim("test", 5000) is None  # low is paused

@@ -14,7 +14,7 @@ from cortex_tui.screens.view import ViewScreen
 from cortex_tui.widgets.header import HeaderBar
 
 from .conftest import NEVER
-from .fixtures import FixedControl, record_notifications, settle
+from .fixtures import FixedControl, record_notifications, run_line, settle
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -58,8 +58,7 @@ async def test_every_change_key_is_refused_with_a_message(
     notes = record_notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("colon", *view, "enter")
-        await settle(pilot)
+        await run_line(pilot, "colon", view)
         screen = app.screen
         assert isinstance(screen, VIEWS[view])
         for key, what in change_keys(VIEWS[view]):
@@ -80,8 +79,7 @@ async def test_every_change_command_is_refused_with_a_message(
     async with read_only_app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         for line in ("pause", "resume high", "drain", "scale 3"):
-            await pilot.press("colon", *line, "enter")
-            await settle(pilot)
+            await run_line(pilot, "colon", line)
             verb = line.split()[0]
             assert notes[-1].message == f"read-only mode: {verb} is not allowed"
         assert changes(control) == []
@@ -93,8 +91,7 @@ async def test_changes_are_hidden_from_the_footer_and_the_help(
     async with read_only_app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         for view in VIEWS:
-            await pilot.press("colon", *view, "enter")
-            await settle(pilot)
+            await run_line(pilot, "colon", view)
             footer = read_only_app.screen.query_one(Footer)
             shown = {item.key for item in footer.query("FooterKey")}  # type: ignore[attr-defined]
             hidden = {key for key, _ in change_keys(VIEWS[view])}
@@ -114,8 +111,7 @@ async def test_the_header_says_read_only_and_reading_still_works(
     async with read_only_app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert "READ-ONLY" in str(read_only_app.screen.query_one(HeaderBar).render())
-        await pilot.press("colon", *"dead", "enter")
-        await settle(pilot)
+        await run_line(pilot, "colon", "dead")
         await pilot.press("enter")  # the detail is reading: allowed
         await settle(pilot)
         assert control.calls_to("task_detail")
@@ -126,8 +122,7 @@ async def test_without_read_only_the_same_keys_act(
 ) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("colon", *"dead", "enter")
-        await settle(pilot)
+        await run_line(pilot, "colon", "dead")
         await pilot.press("r")
         await settle(pilot)
         assert changes(control) == ["requeue"]

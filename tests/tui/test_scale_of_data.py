@@ -16,7 +16,7 @@ from cortex_tui.screens.view import ViewScreen
 from cortex_tui.widgets.log import TaskLog
 from cortex_tui.widgets.tasks import TaskTable
 
-from .fixtures import NOW, TASKS, FixedControl, settle
+from .fixtures import NOW, TASKS, FixedControl, run_line, settle
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -73,8 +73,7 @@ async def test_the_tasks_view_reads_and_draws_one_page(
 ) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        await pilot.press("colon", *"tasks", "enter")
-        await settle(pilot)
+        await run_line(pilot, "colon", "tasks")
         screen = app.screen
         assert isinstance(screen, TaskListScreen)
         table = screen.query_one(TaskTable)

@@ -19,7 +19,7 @@ from cortex_core.errors import RedisUnavailable
 from cortex_tui.app import CortexApp
 
 from .conftest import NEVER
-from .fixtures import FixedControl, dashboard, settle
+from .fixtures import FixedControl, dashboard, run_line, settle
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -107,7 +107,7 @@ def test_scale_to_zero_question(
 async def open_view(pilot: Pilot[Any], name: str) -> None:
     """Switch to a view through the command line, as an operator would."""
     await settle(pilot)
-    await pilot.press("colon", *name, "enter")  # :name enter switches the view
+    await run_line(pilot, "colon", name)  # :name enter switches the view
     await settle(pilot)
 
 
@@ -140,8 +140,7 @@ def test_filtered_tasks(
 ) -> None:
     async def filter_and_sort(pilot: Pilot[Any]) -> None:
         await open_view(pilot, "tasks")
-        await pilot.press("slash", *"status:pending", "enter")  # queued tasks only
-        await settle(pilot)
+        await run_line(pilot, "slash", "status:pending")  # queued tasks only
         await pilot.press("o", "o", "o")  # sort by the third column, priority
         await pilot.press("slash")  # reopen the line: it shows the filter in force
         await still_cursors(pilot)

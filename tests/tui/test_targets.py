@@ -16,7 +16,14 @@ from cortex_tui.screens.tasks import TaskListScreen
 from cortex_tui.widgets.header import HeaderBar
 
 from .conftest import NEVER
-from .fixtures import HEADER, SNAPSHOT, FixedControl, record_notifications, settle
+from .fixtures import (
+    HEADER,
+    SNAPSHOT,
+    FixedControl,
+    record_notifications,
+    run_line,
+    settle,
+)
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -44,20 +51,17 @@ async def test_target_switches_keeps_the_view_and_comes_home(
     notes = record_notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("colon", *"tasks", "enter")
-        await settle(pilot)
-        await pilot.press("colon", *"target", "enter")  # list the targets
+        await run_line(pilot, "colon", "tasks")
+        await run_line(pilot, "colon", "target")  # list the targets
         await settle(pilot)
         assert notes[-1].message == "targets: [home], prod"
-        await pilot.press("colon", *"target prod", "enter")
-        await settle(pilot)
+        await run_line(pilot, "colon", "target prod")
         assert isinstance(app.screen, TaskListScreen)  # the same view, on prod
         header = app.screen.query_one(HeaderBar).header
         assert header is not None and header.namespace == "prod"
         assert other.calls_to("tasks")
         assert opened == ["open"]
-        await pilot.press("colon", *"target home", "enter")
-        await settle(pilot)
+        await run_line(pilot, "colon", "target home")
         header = app.screen.query_one(HeaderBar).header
         assert header is not None and header.namespace == "cortex"
         assert opened == ["open", "closed"]
@@ -79,13 +83,11 @@ async def test_a_target_that_cannot_be_opened_leaves_the_view_alone(
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         screen = app.screen
-        await pilot.press("colon", *"target prod", "enter")
-        await settle(pilot)
+        await run_line(pilot, "colon", "target prod")
         assert notes[-1].message == (
             "target prod: Redis unreachable at prod.example:6380"
         )
         assert app.screen is screen
         assert app.target == "home"
-        await pilot.press("colon", *"target nowhere", "enter")
-        await settle(pilot)
+        await run_line(pilot, "colon", "target nowhere")
         assert notes[-1].message == "target: one of home, prod"

@@ -32,6 +32,7 @@ from .fixtures import (
     TASKS,
     FixedControl,
     record_notifications,
+    run_line,
     settle,
 )
 
@@ -41,14 +42,13 @@ SIZE = (120, 40)
 
 
 async def command(pilot: Pilot[Any], line: str) -> None:
-    """Type ``line`` on the command line and submit it."""
-    await pilot.press("colon", *line, "enter")
-    await settle(pilot)
+    """Run ``line`` on the command line."""
+    await run_line(pilot, "colon", line)
 
 
 async def filter_line(pilot: Pilot[Any], text: str) -> None:
-    await pilot.press("slash", *text, "enter")
-    await settle(pilot)
+    """Replace the filter with ``text``."""
+    await run_line(pilot, "slash", text)
 
 
 def shown_ids(app: CortexApp) -> list[str]:
