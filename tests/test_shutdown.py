@@ -109,7 +109,7 @@ def test_a_data_dir_that_is_a_file_is_refused(
     if prog == "cortex":
         command = cortex_command("status", "--data-dir", str(file))
     else:
-        command = [sys.executable, "-m", "cortex_tui.app", "--data-dir", str(file)]
+        command = [sys.executable, "-m", "cortex_tui", "--data-dir", str(file)]
     result = subprocess.run(
         command,
         env=child_env,
@@ -227,7 +227,7 @@ def test_console_stopped_by_a_signal_stops_its_workers_and_redis(
     env = {**_without_settings(child_env), "TERM": "xterm-256color"}
     env["CORTEX_SHUTDOWN_GRACE_SECONDS"] = "2"
     console = subprocess.Popen(
-        [sys.executable, "-m", "cortex_tui.app", "--data-dir", str(data)],
+        [sys.executable, "-m", "cortex_tui", "--data-dir", str(data)],
         env=env,
         stdin=console_pty,
         stdout=console_pty,
