@@ -307,8 +307,11 @@ class Worker:
             return
         reservation: Reservation | None = None
         try:
-            est_in, est_out = self.executor.estimate(task)
-            reservation = await self._reserve(tid, est_in, est_out)
+            if not self.executor.manages_budget:
+                est_in, est_out = self.executor.estimate(task)
+                reservation = await self._reserve(
+                    tid, est_in, est_out, priority=str(task.priority)
+                )
             execution = await self.executor.run(task)
         except asyncio.CancelledError:
             if reservation is not None:
@@ -330,13 +333,16 @@ class Worker:
                 claim, f"error: {type(err).__name__}: {err}", retryable=True
             )
             return
+        finally:
+            self.executor.waiting.pop(tid, None)
         held = reservation
-        await self._retry_redis(
-            lambda: self.limiter.settle(
-                held, execution.input_tokens, execution.output_tokens
-            ),
-            f"task {tid}: settle",
-        )
+        if held is not None:
+            await self._retry_redis(
+                lambda: self.limiter.settle(
+                    held, execution.input_tokens, execution.output_tokens
+                ),
+                f"task {tid}: settle",
+            )
         result = TaskResult(
             task_id=tid,
             ok=True,
@@ -349,6 +355,14 @@ class Worker:
             attempt=claim.attempt,
             started_at=started,
             finished_at=time.time(),
+            cache_creation_tokens=execution.cache_creation_tokens,
+            cache_read_tokens=execution.cache_read_tokens,
+            calls=execution.calls,
+            stop_reason=execution.stop_reason,
+            waited_seconds=execution.waited_seconds
+            + (reservation.waited_seconds if reservation is not None else 0.0),
+            cached=execution.cached,
+            transcript=list(execution.transcript),
         )
         self._finishing.add(tid)
         try:
@@ -367,20 +381,24 @@ class Worker:
                 "task %s: lease was lost before completion; result discarded", tid
             )
 
-    async def _reserve(self, tid: str, est_in: int, est_out: int) -> Reservation:
+    async def _reserve(
+        self, tid: str, est_in: int, est_out: int, *, priority: str = ""
+    ) -> Reservation:
         """Reserve budget; ride out a short outage rather than spend the
         attempt on it (the task has not run yet)."""
         outage = Outage(f"task {tid}: reserve")
         for _ in range(29):
             try:
                 reservation = await self.limiter.reserve(
-                    est_in, est_out, who=f"task {tid}"
+                    est_in, est_out, who=f"task {tid}", priority=priority
                 )
                 outage.ok()
                 return reservation
             except _OUTAGE_ERRORS as err:
                 await asyncio.sleep(outage.failed(err))
-        return await self.limiter.reserve(est_in, est_out, who=f"task {tid}")
+        return await self.limiter.reserve(
+            est_in, est_out, who=f"task {tid}", priority=priority
+        )
 
     async def _fail(self, claim: Claim, reason: str, *, retryable: bool) -> None:
         self._finishing.add(claim.task_id)
@@ -472,6 +490,7 @@ class Worker:
             self.stop()
         self.info.cpu_percent = self._process.cpu_percent(None)
         self.info.rss_bytes = self._process.memory_info().rss
+        self.info.rate_limited = dict(self.executor.waiting)
         await self.heartbeats.beat(self.info)
         self.last_beat_ok = time.monotonic()
 
