@@ -92,7 +92,13 @@ class Services:
             await client.aclose()
             raise
         keys = Keyspace(settings.namespace)
-        limiter = RateLimiter(client, keys, limits_from(settings))
+        limiter = RateLimiter(
+            client,
+            keys,
+            limits_from(settings),
+            window_seconds=settings.rate_window_seconds,
+            held_share=settings.held_share,
+        )
         with contextlib.suppress(OSError, aioredis.RedisError):
             await limiter.sync_clock()
         return cls(
