@@ -699,22 +699,22 @@ class ClaudeExecutor:
             )
             delay = self._backoff(conv.attempt, self.config.backoff_base)
             raise _Retry(f"connection: {type(err).__name__}", delay) from err
-        await self._observe_headers(raw.headers)
         try:
-            payload = json.loads(raw.http_response.content)
-        except ValueError as err:
+            reply = parse_reply(json.loads(raw.http_response.content))
+        except (ValueError, ExecutionError) as err:
+            # Counted by the API all the same: keep the estimate in the window.
             await self.limiter.settle(
                 reservation, reservation.input_tokens, reservation.output_tokens
             )
-            raise _Retry("malformed reply: not JSON", 1.0) from err
-        try:
-            reply = parse_reply(payload)
-        except ExecutionError as err:
-            await self.limiter.settle(
-                reservation, reservation.input_tokens, reservation.output_tokens
-            )
-            raise _Retry(str(err), 1.0) from err
+            await self._observe_headers(raw.headers)
+            why = str(err).removeprefix("malformed reply: ")
+            if not isinstance(err, ExecutionError):
+                why = "not JSON"
+            delay = self._backoff(conv.attempt, self.config.backoff_base)
+            raise _Retry(f"malformed reply: {why}", delay) from err
         await self.limiter.settle(reservation, reply.counted_input, reply.output_tokens)
+        # After the settle: the API's remaining figures include this call.
+        await self._observe_headers(raw.headers)
         return reply
 
     async def _status_error(
@@ -774,15 +774,9 @@ class ClaudeExecutor:
     async def _observe_headers(self, headers: Mapping[str, str]) -> None:
         now = time.time()
         for report in parse_rate_headers(headers, now):
+            if report.limit is not None:
+                await self.limiter.learn_limit(report.dimension, report.limit)
             if report.reset_in <= 0:
-                continue
-            if report.remaining == 0:
-                until = await self.limiter.pause_for(report.reset_in)
-                logger.info(
-                    "claude: %s exhausted; every worker paused until %.0f",
-                    report.dimension,
-                    until,
-                )
                 continue
             held = await self.limiter.tighten(
                 report.dimension, report.remaining, report.reset_in

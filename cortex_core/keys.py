@@ -7,7 +7,8 @@ reads and writes it:
 - ``queue``: ``task:<id>``, ``pending:<priority>``, ``inflight``, ``dead``,
   ``idem:<key>``, ``paused``, ``wake``, ``events``
 - ``limiter``: ``rl:log``, ``rl:amounts``, ``rl:used``, ``rl:pause``,
-  ``rl:wake``, ``rl:usage:<bucket>``, ``rl:alerts``, ``rl:prio``
+  ``rl:wake``, ``rl:usage:<bucket>``, ``rl:alerts``, ``rl:prio``,
+  ``rl:api``
 - ``heartbeat``: ``worker:<id>``, ``workers``
 - ``claude`` (its result cache): ``rcache:<fingerprint>``, ``rcache:stats``
 - ``backends.local``: ``backend:desired``, ``backend:supervisor``

@@ -68,10 +68,12 @@ local function touch(ttl, ...)
 end
 """
 
-# KEYS: log, amounts, used, pause
+# KEYS: log, amounts, used, pause, api limits
 # ARGV: reservation id, window ms, limit requests, limit input, limit output,
 #       limit input+output (0: none), need requests, need input, need output,
 #       share of each limit held back from this reservation (per mille)
+# A limit the API reported (api limits: r, i, o, t) replaces a configured one
+# that is larger or unset.
 # Returns {1, 0} when reserved; {0, wait ms} when it will fit after that wait
 # at the latest; {-1, 0} when it can never fit under the limits.
 _RESERVE = (
@@ -81,6 +83,11 @@ local now = now_ms()
 local window = tonumber(ARGV[2])
 local lim = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
   tonumber(ARGV[6])}
+local api = redis.call('HMGET', KEYS[5], 'r', 'i', 'o', 't')
+for k = 1, 4 do
+  local a = tonumber(api[k])
+  if a and a > 0 and (lim[k] == 0 or a < lim[k]) then lim[k] = a end
+end
 local need = {tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])}
 need[4] = need[2] + need[3]
 local held = tonumber(ARGV[10]) or 0
@@ -264,6 +271,8 @@ return gap
 #: How long alerts and per-priority counters are kept after their last change.
 ALERT_RETENTION_SECONDS = 3600
 STATS_RETENTION_SECONDS = 86_400
+#: How long a limit the API reported is kept without being reported again.
+API_LIMIT_RETENTION_SECONDS = 3600
 _MAX_ALERTS = 20
 #: The dimensions the API reports, in the order of the scripts' amounts.
 DIMENSIONS = ("requests", "input_tokens", "output_tokens", "tokens")
@@ -346,6 +355,7 @@ class RateLimiter:
         self._wake = keys.limiter("wake")
         self._alerts = keys.limiter("alerts")
         self._stats = keys.limiter("prio")
+        self._api = keys.limiter("api")
         self._pause_script = client.register_script(_PAUSE)
         self._tighten = client.register_script(_TIGHTEN)
         self._reserve = client.register_script(_RESERVE)
@@ -353,6 +363,8 @@ class RateLimiter:
         self._release = client.register_script(_RELEASE)
         self._usage = client.register_script(_USAGE)
         self._clock_offset = 0.0
+        self._learned: dict[str, int] = {}
+        self._learned_at: dict[str, tuple[int, float]] = {}
 
     async def sync_clock(self) -> None:
         """Learn the server clock's offset, used to name usage buckets."""
@@ -374,7 +386,7 @@ class RateLimiter:
         rid = secrets.token_hex(8)
         held = 0 if not priority or priority in self.held_for else self.held_permille
         ok, wait_ms = await self._reserve(
-            [self._log, self._amounts, self._used, self._pause],
+            [self._log, self._amounts, self._used, self._pause, self._api],
             [
                 rid,
                 self.window_ms,
@@ -526,6 +538,43 @@ class RateLimiter:
         until = int(raw) / 1000.0
         return until if until > self.server_now() else None
 
+    async def learn_limit(self, dimension: str, limit: int) -> None:
+        """The API reports ``limit`` for ``dimension``: it replaces a configured
+        limit that is larger or unset, for every worker, for an hour."""
+        if dimension not in DIMENSIONS:
+            raise ValueError(f"unknown dimension {dimension!r}")
+        if limit <= 0:
+            return
+        field_name = "riot"[DIMENSIONS.index(dimension)]
+        now = time.monotonic()
+        known, written = self._learned_at.get(dimension, (0, 0.0))
+        # The same figure again is written only now and then, to keep it alive.
+        if known == limit and now - written < API_LIMIT_RETENTION_SECONDS / 10:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(self._api, field_name, limit)
+            pipe.expire(self._api, API_LIMIT_RETENTION_SECONDS)
+            await pipe.execute()
+        self._learned[dimension] = limit
+        self._learned_at[dimension] = (limit, now)
+
+    def effective_limit(self, dimension: str) -> int:
+        """The configured limit of ``dimension``, or the API's when smaller."""
+        dim = DIMENSIONS.index(dimension)
+        configured = (
+            self.limits.requests,
+            self.limits.input_tokens,
+            self.limits.output_tokens,
+            self.limits.tokens,
+        )[dim]
+        learned = self._learned.get(dimension, 0)
+        return min((x for x in (configured, learned) if x > 0), default=0)
+
+    async def learned_limits(self) -> dict[str, int]:
+        """The limits the API reported lately, by dimension."""
+        raw = await self.client.hmget(self._api, list("riot"))
+        return {d: int(v) for d, v in zip(DIMENSIONS, raw, strict=True) if v}
+
     async def tighten(
         self, dimension: str, remaining: int, reset_seconds: float
     ) -> int:
@@ -535,12 +584,7 @@ class RateLimiter:
         if dimension not in DIMENSIONS:
             raise ValueError(f"unknown dimension {dimension!r}")
         dim = DIMENSIONS.index(dimension)
-        limit = (
-            self.limits.requests,
-            self.limits.input_tokens,
-            self.limits.output_tokens,
-            self.limits.tokens,
-        )[dim]
+        limit = self.effective_limit(dimension)
         held = await self._tighten(
             [self._log, self._amounts, self._used],
             [

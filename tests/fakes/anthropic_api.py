@@ -188,8 +188,10 @@ class FakeAnthropic:
     # The endpoint ----------------------------------------------------------
 
     async def _messages(self, request: web.Request) -> web.Response:
-        if request.headers.get("x-api-key") != API_KEY:
-            return self._error(401, "authentication_error", "invalid x-api-key")
+        # SDK releases differ: older ones send x-api-key, newer a bearer token.
+        bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if API_KEY not in (request.headers.get("x-api-key"), bearer):
+            return self._error(401, "authentication_error", "invalid API key")
         try:
             body = await request.json()
         except ValueError:
