@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from cortex_core import reconcile
+from cortex_core.agent import open_executor
 from cortex_core.backends.kubernetes import MAX_REPLICAS, KubernetesBackend
 from cortex_core.backends.local import LocalBackend
-from cortex_core.claude import ClaudeConfig, ClaudeExecutor, NoTools, ResultCache
 from cortex_core.config import Settings, parse_latency
 from cortex_core.errors import CortexError, EnqueueRefused
-from cortex_core.executor import Executor, SimulatedExecutor
 from cortex_core.models import PRIORITIES, Priority, Task
 from cortex_core.probe import ProbeServer
 from cortex_core.snapshot import Header
@@ -239,9 +238,11 @@ async def _worker(
     settings: Settings, name: str | None, *, parent_pid: int | None = None
 ) -> int:
     worker_id = name or f"{socket.gethostname()}-{os.getpid()}"
-    async with System.open(settings, start_workers=False) as system:
+    async with (
+        System.open(settings, start_workers=False) as system,
+        open_executor(settings, system.services) as executor,
+    ):
         sv = system.services
-        executor = build_executor(settings, sv)
         worker = Worker(
             worker_id=worker_id,
             queue=sv.queue,
@@ -269,27 +270,7 @@ async def _worker(
         finally:
             if probe is not None:
                 await probe.close()
-            if isinstance(executor, ClaudeExecutor):
-                await executor.close()
     return 0
-
-
-def build_executor(settings: Settings, sv: Services) -> Executor:
-    """The simulated model, or Claude when the settings say so."""
-    if settings.executor != "claude":
-        return SimulatedExecutor(
-            settings.sim_latency_min,
-            settings.sim_latency_max,
-            crash_marker=settings.sim_crash_marker,
-        )
-    cache = None
-    if settings.result_cache_seconds > 0:
-        cache = ResultCache(sv.client, sv.keys, settings.result_cache_seconds)
-    # TODO: hand the cluster tools in once they exist; until then Claude
-    # answers from the query alone.
-    return ClaudeExecutor(
-        ClaudeConfig.from_settings(settings), sv.limiter, NoTools(), cache=cache
-    )
 
 
 def _tasks_from(args: argparse.Namespace, settings: Settings) -> list[Task]:

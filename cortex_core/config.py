@@ -29,6 +29,7 @@ BACKENDS = ("local", "kubernetes")
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _MODEL_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,100}$")
 _CATEGORY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+TOOLSETS = ("cluster", "none")
 #: Read when ``CORTEX_ANTHROPIC_API_KEY`` is not set.
 FALLBACK_KEY_ENV = "ANTHROPIC_API_KEY"
 
@@ -131,6 +132,9 @@ class Settings:
     """The console alerts when a queue's oldest task has waited this long."""
     targets: str = ""
     """Other deployments ``:target`` switches to: ``name=URL[#namespace]``."""
+    tools: str = "cluster"
+    """Tools the Claude executor offers: ``cluster`` (read-only Kubernetes) or
+    ``none`` (the model answers from the query alone)."""
 
     # Derived paths -------------------------------------------------------
 
@@ -240,6 +244,7 @@ class Settings:
                 "ANTHROPIC_API_KEY)"
             )
         self._validate_claude()
+        self._validate_tools()
         _require(self.sim_latency_min, "sim_latency_min", 0.0, 600.0)
         _require(self.sim_latency_max, "sim_latency_max", 0.0, 600.0)
         if self.sim_latency_max < self.sim_latency_min:
@@ -284,6 +289,12 @@ class Settings:
         if not names and default:
             names = [default]
         return tuple(names)
+
+    def _validate_tools(self) -> None:
+        if self.tools not in TOOLSETS:
+            raise ConfigError(
+                f"tools: one of {', '.join(TOOLSETS)}, got {self.tools!r}"
+            )
 
     def _validate_claude(self) -> None:
         if self.anthropic_base_url is not None:
