@@ -68,6 +68,9 @@ _TOOL_OVERHEAD_TOKENS = 350
 #: Replies kept to calibrate the estimate, and the margin over the highest.
 _CALIBRATION_SAMPLES = 64
 _CALIBRATION_MARGIN = 1.1
+#: A prompt cache read this recently is still warm (the API keeps an entry
+#: five minutes after its last use).
+_WARM_CACHE_SECONDS = 120.0
 _RATE_HEADERS = {
     "requests": "requests",
     "input-tokens": "input_tokens",
@@ -290,11 +293,15 @@ class InputEstimator:
     It starts at one token per 3 bytes and then follows the replies: the
     highest tokens-per-byte seen in the last 64 calls, plus 10%. A reply that
     reports more than was reserved is settled at its real size, and raises
-    the rate for the calls after it.
+    the rate for the calls after it. The cached prefix (the system prompt and
+    tools) is left out of the estimate while the cache is known to be warm:
+    cache reads do not count against input tokens per minute.
     """
 
     def __init__(self) -> None:
         self._ratios: deque[float] = deque(maxlen=_CALIBRATION_SAMPLES)
+        self._prefix: dict[str, tuple[int, float]] = {}
+        """Model to the cached prefix's tokens and when a reply last showed it."""
 
     def rate(self) -> float:
         if len(self._ratios) < 4:
@@ -302,20 +309,28 @@ class InputEstimator:
         return max(self._ratios) * _CALIBRATION_MARGIN
 
     def estimate(self, body: Mapping[str, Any]) -> tuple[int, int]:
-        """Estimated tokens and the request's size in bytes."""
+        """Estimated counted input tokens and the request's size in bytes."""
         size = len(json.dumps(body, separators=(",", ":")).encode("utf-8"))
         tokens = math.ceil(size * self.rate()) + 8
         if body.get("tools"):
             tokens += _TOOL_OVERHEAD_TOKENS
+        prefix, seen = self._prefix.get(str(body.get("model", "")), (0, 0.0))
+        if prefix and time.monotonic() - seen < _WARM_CACHE_SECONDS:
+            tokens = max(8, tokens - prefix)
         return tokens, size
 
-    def observe(self, size: int, reply: Reply, *, had_tools: bool) -> None:
+    def observe(self, size: int, reply: Reply, model: str, *, had_tools: bool) -> None:
         total = reply.input_tokens + reply.cache_creation_tokens
         total += reply.cache_read_tokens
         if had_tools:
             total = max(0, total - _TOOL_OVERHEAD_TOKENS)
         if size > 0:
             self._ratios.append(total / size)
+        prefix = reply.cache_read_tokens or reply.cache_creation_tokens
+        if prefix:
+            self._prefix[model] = (prefix, time.monotonic())
+        else:
+            self._prefix.pop(model, None)
 
 
 # The result cache -------------------------------------------------------------
@@ -664,7 +679,9 @@ class ClaudeExecutor:
                 logger.debug(
                     "task %s: call took %.2fs", tid, time.monotonic() - started
                 )
-            self.estimator.observe(size, reply, had_tools=bool(body.get("tools")))
+            self.estimator.observe(
+                size, reply, conv.model, had_tools=bool(body.get("tools"))
+            )
             conv.calls += 1
             conv.input_tokens += reply.input_tokens
             conv.output_tokens += reply.output_tokens
