@@ -138,11 +138,13 @@ return {0, window}
 )
 
 # KEYS: log, amounts, used, usage bucket, wake
-# ARGV: reservation id, real input, real output, window ms, bucket ttl ms
+# ARGV: reservation id, real input, real output, window ms, bucket ttl ms,
+#       admission margin ms
 # Replaces the reservation's estimate by the real usage and adds the real
-# usage to the usage series. The entry is dated again at the settle: the API
-# counted the call somewhere between the reserve and now, so ageing it out
-# from now on can never free budget before the API's own window does.
+# usage to the usage series. The API charges a call when it admits it (input,
+# and output at max_tokens, adjusted at the end), a moment after the reserve:
+# the entry is dated at the reserve plus the margin (or now, if sooner), so
+# that it never ages out of the window before the API's charge does.
 # Returns the tokens given back (may be negative).
 _SETTLE = (
     _PRELUDE
@@ -155,7 +157,8 @@ local a = redis.call('HGET', KEYS[2], ARGV[1])
 if a then
   local v = split(a)
   redis.call('HSET', KEYS[2], ARGV[1], v[1] .. ' ' .. real_i .. ' ' .. real_o)
-  redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+  local at = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or now)
+  redis.call('ZADD', KEYS[1], 'XX', math.min(now, at + tonumber(ARGV[6])), ARGV[1])
   redis.call('HINCRBY', KEYS[3], 'i', real_i - v[2])
   redis.call('HINCRBY', KEYS[3], 'o', real_o - v[3])
   freed = (v[2] + v[3]) - (real_i + real_o)
@@ -268,6 +271,9 @@ return gap
 """
 )
 
+#: Longest time from a reservation to the API admitting its call (at most a
+#: twentieth of the window).
+ADMIT_MARGIN_SECONDS = 1.0
 #: How long alerts and per-priority counters are kept after their last change.
 ALERT_RETENTION_SECONDS = 3600
 STATS_RETENTION_SECONDS = 86_400
@@ -345,6 +351,10 @@ class RateLimiter:
         self.keys = keys
         self.limits = limits
         self.window_ms = int(window_seconds * 1000)
+        self.admit_margin_ms = int(
+            min(ADMIT_MARGIN_SECONDS, window_seconds / 20) * 1000
+        )
+        """Longest time from a reserve to the API admitting the call."""
         self.held_permille = round(held_share * 1000)
         """Share of every limit that only ``held_for`` priorities may use."""
         self.held_for = held_for
@@ -486,6 +496,7 @@ class RateLimiter:
                 max(0, output_tokens),
                 self.window_ms,
                 SERIES_RETENTION_SECONDS * 1000,
+                self.admit_margin_ms,
             ],
         )
 
