@@ -29,13 +29,16 @@ from cortex_core.errors import TaskValidationError
 from cortex_core.executor import ExecutionError, Executor
 from cortex_core.heartbeat import Heartbeats, WorkerInfo
 from cortex_core.limiter import BudgetTooSmall, RateLimiter, Reservation
-from cortex_core.models import Task, TaskResult
+from cortex_core.models import Priority, Task, TaskResult
 from cortex_core.queue import Claim, TaskQueue
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+#: While every slot is taken, how often to look again for slots whose tasks
+#: wait on the budget (see ``Worker._urgent_slot_open``).
+_SLOT_RECHECK_SECONDS = 0.5
 
 
 class Outage:
@@ -89,6 +92,12 @@ class Worker:
         self.heartbeats = heartbeats
         self.audit = audit
         self.concurrency = concurrency
+        self._urgent: frozenset[Priority] | None = (
+            frozenset(Priority(p) for p in limiter.held_for)
+            if limiter.held_permille > 0
+            else None
+        )
+        """Priorities that may use the held share (None: no share is held)."""
         self.lease_ms = int(lease_seconds * 1000)
         self.shutdown_grace = shutdown_grace
         self.reap_interval = reap_interval
@@ -187,16 +196,28 @@ class Worker:
     async def _claim_loop(self) -> None:
         outage = Outage(f"worker {self.worker_id}: claim")
         while not self._stopping.is_set():
-            if len(self.running) >= self.concurrency or self._suspects:
+            if self._suspects:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
+            only: frozenset[Priority] | None = None
+            free = self.concurrency - len(self.running)
+            if free <= 0:
+                if not self._urgent_slot_open():
+                    self._slot_free.clear()
+                    # Bounded: a running task may start waiting on the budget
+                    # without anything setting the event.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._slot_free.wait(), timeout=_SLOT_RECHECK_SECONDS
+                        )
+                    continue
+                only, free = self._urgent, 1
             try:
                 if outage.since is not None:
                     await self._recover_lost_claims()
-                free = self.concurrency - len(self.running)
                 claims = await self.queue.claim_many(
-                    self.worker_id, self.lease_ms, free
+                    self.worker_id, self.lease_ms, free, only=only
                 )
                 if not claims:
                     await self._wait_for_work()
@@ -233,6 +254,27 @@ class Worker:
                     reason="claim reply lost",
                     worker=self.worker_id,
                 )
+
+    def _urgent_slot_open(self) -> bool:
+        """True when tasks of priorities that may not use the held share wait
+        on the budget in this worker's slots: urgent tasks may then run in
+        extra slots (up to twice the concurrency), so that a backlog of low
+        work that waits for budget cannot keep an incident's tasks out."""
+        if not self._urgent or len(self.running) >= 2 * self.concurrency:
+            return False
+        waiting = self.executor.waiting
+        blocked = sum(
+            1
+            for tid, (claim, _) in self.running.items()
+            if tid in waiting and claim.priority not in self._urgent
+        )
+        return len(self.running) - blocked < self.concurrency
+
+    def _note_wait(self, task_id: str, until: float | None) -> None:
+        if until is None:
+            self.executor.waiting.pop(task_id, None)
+        else:
+            self.executor.waiting[task_id] = until
 
     async def _wait_for_work(self) -> None:
         waiter = asyncio.ensure_future(self.queue.wait_for_work(timeout=1.0))
@@ -385,20 +427,27 @@ class Worker:
         self, tid: str, est_in: int, est_out: int, *, priority: str = ""
     ) -> Reservation:
         """Reserve budget; ride out a short outage rather than spend the
-        attempt on it (the task has not run yet)."""
+        attempt on it (the task has not run yet). A wait for budget is
+        published as the task's next attempt."""
+
+        def reserve() -> Awaitable[Reservation]:
+            return self.limiter.reserve(
+                est_in,
+                est_out,
+                who=f"task {tid}",
+                priority=priority,
+                on_wait=lambda until: self._note_wait(tid, until),
+            )
+
         outage = Outage(f"task {tid}: reserve")
         for _ in range(29):
             try:
-                reservation = await self.limiter.reserve(
-                    est_in, est_out, who=f"task {tid}", priority=priority
-                )
+                reservation = await reserve()
                 outage.ok()
                 return reservation
             except _OUTAGE_ERRORS as err:
                 await asyncio.sleep(outage.failed(err))
-        return await self.limiter.reserve(
-            est_in, est_out, who=f"task {tid}", priority=priority
-        )
+        return await reserve()
 
     async def _fail(self, claim: Claim, reason: str, *, retryable: bool) -> None:
         self._finishing.add(claim.task_id)
