@@ -517,6 +517,14 @@ class RateLimiter:
     async def series(self, buckets: int = 120) -> tuple[float, list[int]]:
         """Tokens per minute at the end of each of the last ``buckets`` buckets,
         oldest first, with the time the last one ends."""
+        ends_at, inputs, outputs = await self.series_split(buckets)
+        return ends_at, [i + o for i, o in zip(inputs, outputs, strict=True)]
+
+    async def series_split(
+        self, buckets: int = 120
+    ) -> tuple[float, list[int], list[int]]:
+        """Input and output tokens per minute at the end of each of the last
+        ``buckets`` buckets, oldest first, with the time the last one ends."""
         per_minute = max(1, 60 // BUCKET_SECONDS)
         now = self.server_now()
         last = int(now // BUCKET_SECONDS)
@@ -525,11 +533,16 @@ class RateLimiter:
             for b in range(first, last + 1):
                 pipe.hmget(self.keys.limiter(f"usage:{b}"), ["i", "o"])
             replies = await pipe.execute()
-        totals = [int(i or 0) + int(o or 0) for i, o in replies]
-        out = []
-        for end in range(per_minute - 1, len(totals)):
-            out.append(sum(totals[end - per_minute + 1 : end + 1]))
-        return (last + 1) * BUCKET_SECONDS, out[-buckets:]
+        ins = [int(i or 0) for i, _ in replies]
+        outs = [int(o or 0) for _, o in replies]
+
+        def rolling(values: list[int]) -> list[int]:
+            out = []
+            for end in range(per_minute - 1, len(values)):
+                out.append(sum(values[end - per_minute + 1 : end + 1]))
+            return out[-buckets:]
+
+        return (last + 1) * BUCKET_SECONDS, rolling(ins), rolling(outs)
 
     # Limits the API reports -------------------------------------------------
 
@@ -584,7 +597,18 @@ class RateLimiter:
     async def learned_limits(self) -> dict[str, int]:
         """The limits the API reported lately, by dimension."""
         raw = await self.client.hmget(self._api, list("riot"))
-        return {d: int(v) for d, v in zip(DIMENSIONS, raw, strict=True) if v}
+        out: dict[str, int] = {}
+        for dimension, value in zip(DIMENSIONS, raw, strict=True):
+            try:
+                if value is not None and int(value) > 0:
+                    out[dimension] = int(value)
+            except ValueError:
+                logger.warning("limiter: ignoring a malformed limit of %s", dimension)
+        return out
+
+    async def refresh_learned(self) -> None:
+        """Take the limits another process learned, for ``effective_limit``."""
+        self._learned = await self.learned_limits()
 
     async def tighten(
         self, dimension: str, remaining: int, reset_seconds: float
