@@ -3,9 +3,10 @@ running the Claude executor against the fake Messages API, which enforces
 40,000 tokens per minute (input plus output, a token bucket as the API's) and
 answers in 3 to 5 s with the reference workload's token sizes.
 
-The queue is kept full for the whole run; the first minute (the window
-filling) is left out and the tokens the fake admitted are counted over the
-measured span. The baseline, measured in the same run on the same fake, is
+Tasks of the reference mix arrive faster than the limit can serve (500 a
+minute against about 400), on top of a backlog of 200; the first minute (the
+window filling) is left out and the tokens the fake admitted are counted over
+the measured span. The baseline, measured in the same run on the same fake, is
 the earlier system's shape: the same 2 workers taking one task at a time.
 
     python -m benchmarks.bench_claude              # 60 s warm-up, 180 s measured
@@ -98,13 +99,17 @@ def _workers(env: dict[str, str], count: int, logs: Path) -> Iterator[None]:
             out.close()
 
 
-async def _keep_full(sv: Services, depth: int, stop: asyncio.Event) -> None:
-    """Top the queue up to ``depth`` pending tasks until told to stop."""
+async def _feed(sv: Services, per_minute: float, stop: asyncio.Event) -> None:
+    """The reference mix at a steady rate above what the limit can serve, so
+    that a backlog builds while urgent tasks keep arriving, as in a busy
+    cluster. Starts with a backlog already waiting."""
+    await sv.queue.enqueue_many(reference_tasks(200))
+    sent, started = 0, time.monotonic()
     while not stop.is_set():
-        depths = await sv.queue.depths()
-        pending = sum(depths.pending.values())
-        if pending < depth:
-            await sv.queue.enqueue_many(reference_tasks(depth - pending + 50))
+        due = int((time.monotonic() - started) * per_minute / 60) - sent
+        if due > 0:
+            await sv.queue.enqueue_many(reference_tasks(due))
+            sent += due
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=1.0)
 
@@ -118,11 +123,15 @@ async def _run(
     seconds: float,
     latency: tuple[float, float],
     max_tokens: int,
+    held_share: float,
+    headers: bool,
+    arrivals: float,
 ) -> Run:
     fake = FakeAnthropic(
         limits=Limits(tokens=TOKENS_PER_MINUTE, window=60.0),
         latency=latency,
         output_tokens=(35, 68),
+        send_headers=headers,
     )
     with private_redis() as (tmp, url), fake.running():
         settings = Settings.load(
@@ -137,6 +146,7 @@ async def _run(
                 "tokens_per_minute": TOKENS_PER_MINUTE,
                 "max_tokens": max_tokens,
                 "concurrency": concurrency,
+                "held_share": held_share,
                 "log_level": "WARNING",
             },
             environ={},
@@ -148,9 +158,7 @@ async def _run(
         sv = await Services.connect(settings, url, name="bench")
         stop = asyncio.Event()
         try:
-            feeder = asyncio.create_task(
-                _keep_full(sv, 4 * workers * concurrency, stop)
-            )
+            feeder = asyncio.create_task(_feed(sv, arrivals, stop))
             with _workers(env, workers, logs):
                 started = time.time()
                 await asyncio.sleep(warmup + seconds)
@@ -236,6 +244,9 @@ async def _main(args: argparse.Namespace) -> None:
         seconds=args.seconds,
         latency=(lo, hi),
         max_tokens=args.max_tokens,
+        held_share=args.held_share,
+        headers=not args.no_headers,
+        arrivals=args.arrivals,
     )
     baseline = await _run(
         "baseline",
@@ -245,10 +256,15 @@ async def _main(args: argparse.Namespace) -> None:
         seconds=args.baseline,
         latency=(lo, hi),
         max_tokens=args.max_tokens,
+        held_share=args.held_share,
+        headers=not args.no_headers,
+        arrivals=args.arrivals,
     )
     print(
         f"bench_claude: fake API at {TOKENS_PER_MINUTE:,} tokens/min, "
-        f"latency {args.latency} s, max_tokens {args.max_tokens}"
+        f"latency {args.latency} s, max_tokens {args.max_tokens}, "
+        f"held share {args.held_share:g}, rate-limit headers "
+        f"{'off' if args.no_headers else 'on'}"
     )
     print(_report(cortex, baseline))
     if args.json:
@@ -273,6 +289,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline", type=float, default=60.0)
     parser.add_argument("--latency", default="3:5")
     parser.add_argument("--max-tokens", type=int, default=80)
+    parser.add_argument("--held-share", type=float, default=0.2)
+    parser.add_argument("--no-headers", action="store_true")
+    parser.add_argument(
+        "--arrivals",
+        type=float,
+        default=500.0,
+        help="tasks enqueued per minute (the limit serves about 400)",
+    )
     parser.add_argument("--json", action="store_true")
     asyncio.run(_main(parser.parse_args(argv)))
 

@@ -304,20 +304,22 @@ class InputEstimator:
         """Model to the cached prefix's tokens and when a reply last showed it."""
 
     def rate(self) -> float:
+        """Tokens per byte: the highest seen lately (before the margin)."""
         if len(self._ratios) < 4:
             return 1 / _START_BYTES_PER_TOKEN
-        return max(self._ratios) * _CALIBRATION_MARGIN
+        return max(self._ratios)
 
     def estimate(self, body: Mapping[str, Any]) -> tuple[int, int]:
         """Estimated counted input tokens and the request's size in bytes."""
         size = len(json.dumps(body, separators=(",", ":")).encode("utf-8"))
-        tokens = math.ceil(size * self.rate()) + 8
+        tokens = size * self.rate()
         if body.get("tools"):
             tokens += _TOOL_OVERHEAD_TOKENS
         prefix, seen = self._prefix.get(str(body.get("model", "")), (0, 0.0))
         if prefix and time.monotonic() - seen < _WARM_CACHE_SECONDS:
-            tokens = max(8, tokens - prefix)
-        return tokens, size
+            tokens = max(0.0, tokens - prefix)
+        # The margin goes on what is counted, after the cached prefix is out.
+        return math.ceil(tokens * _CALIBRATION_MARGIN) + 8, size
 
     def observe(self, size: int, reply: Reply, model: str, *, had_tools: bool) -> None:
         total = reply.input_tokens + reply.cache_creation_tokens
