@@ -54,10 +54,11 @@ class Executor(Protocol):
     simulated: bool
     manages_budget: bool
     """True when ``run`` reserves and settles the shared budget itself (per
-    model call); otherwise the worker reserves ``estimate`` around ``run``."""
+    model call); otherwise the worker reserves ``estimate`` around ``run``.
+    The worker reads it as False on an executor that lacks it."""
     waiting: dict[str, float]
     """Task id to the server time of its next attempt, while it waits on a
-    rate limit; shown in the worker's heartbeat."""
+    rate limit; shown in the worker's heartbeat (empty if it lacks one)."""
 
     def estimate(self, task: Task) -> tuple[int, int]:
         """Input and output tokens to reserve before the call."""

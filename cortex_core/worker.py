@@ -98,6 +98,8 @@ class Worker:
             else None
         )
         """Priorities that may use the held share (None: no share is held)."""
+        self._own_waits: dict[str, float] = {}
+        """Task id to next attempt while the worker's own reserve waits."""
         self.lease_ms = int(lease_seconds * 1000)
         self.shutdown_grace = shutdown_grace
         self.reap_interval = reap_interval
@@ -262,7 +264,7 @@ class Worker:
         work that waits for budget cannot keep an incident's tasks out."""
         if not self._urgent or len(self.running) >= 2 * self.concurrency:
             return False
-        waiting = self.executor.waiting
+        waiting = self.rate_limited()
         blocked = sum(
             1
             for tid, (claim, _) in self.running.items()
@@ -272,9 +274,16 @@ class Worker:
 
     def _note_wait(self, task_id: str, until: float | None) -> None:
         if until is None:
-            self.executor.waiting.pop(task_id, None)
+            self._own_waits.pop(task_id, None)
         else:
-            self.executor.waiting[task_id] = until
+            self._own_waits[task_id] = until
+
+    def rate_limited(self) -> dict[str, float]:
+        """Task id to next attempt, for tasks this worker's reserves or its
+        executor's calls hold on a limit. An executor written before
+        ``waiting`` existed simply reports none."""
+        executor_waits: dict[str, float] = getattr(self.executor, "waiting", {})
+        return {**executor_waits, **self._own_waits}
 
     async def _wait_for_work(self) -> None:
         waiter = asyncio.ensure_future(self.queue.wait_for_work(timeout=1.0))
@@ -349,7 +358,7 @@ class Worker:
             return
         reservation: Reservation | None = None
         try:
-            if not self.executor.manages_budget:
+            if not getattr(self.executor, "manages_budget", False):
                 est_in, est_out = self.executor.estimate(task)
                 reservation = await self._reserve(
                     tid, est_in, est_out, priority=str(task.priority)
@@ -376,7 +385,8 @@ class Worker:
             )
             return
         finally:
-            self.executor.waiting.pop(tid, None)
+            self._own_waits.pop(tid, None)
+            getattr(self.executor, "waiting", {}).pop(tid, None)
         held = reservation
         if held is not None:
             await self._retry_redis(
@@ -539,7 +549,7 @@ class Worker:
             self.stop()
         self.info.cpu_percent = self._process.cpu_percent(None)
         self.info.rss_bytes = self._process.memory_info().rss
-        self.info.rate_limited = dict(self.executor.waiting)
+        self.info.rate_limited = self.rate_limited()
         await self.heartbeats.beat(self.info)
         self.last_beat_ok = time.monotonic()
 

@@ -35,7 +35,7 @@ async def test_critical_task_runs_while_low_tasks_wait_for_budget(
     async with running(worker):
 
         async def lows_blocked() -> bool:
-            return len(executor.waiting) == 2
+            return len(worker.rate_limited()) == 2
 
         await wait_for(lows_blocked, "two low tasks waiting for budget")
         urgent = make_task("security", Priority.CRITICAL)
