@@ -12,6 +12,7 @@ Every key the limiter writes carries an expiry.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -472,6 +473,11 @@ class RateLimiter:
             await self.client.blpop(
                 [self._wake], timeout=max(0.001, min(wait, MAX_WAIT_SECONDS))
             )
+            # redis-py can swallow a cancel that lands in a blocking command;
+            # a cancelled waiter must not go on to spend budget.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise asyncio.CancelledError
 
     async def settle(
         self, reservation: Reservation, input_tokens: int, output_tokens: int

@@ -200,8 +200,9 @@ async def test_429_with_long_retry_after_pauses_every_worker(
         assert len(fake.requests) == 1
     finally:
         job.cancel()
-        await asyncio.gather(job, return_exceptions=True)
+        done, _ = await asyncio.wait({job}, timeout=10)
         await executor.close()
+    assert done and job.cancelled(), "the cancelled task went on waiting"
 
 
 async def test_429_with_short_retry_after_is_retried_after_the_pause(

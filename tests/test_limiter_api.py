@@ -110,3 +110,14 @@ async def test_alerts_and_priority_counters(make_limiter: MakeLimiter) -> None:
     assert stats["low"].tokens == 45
     assert stats["low"].waits == 1
     assert stats["low"].waited_seconds > 0.1
+
+
+async def test_a_cancelled_waiter_stops_waiting(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(Limits(tokens=100))
+    await limiter.pause_for(30)
+    waiter = asyncio.create_task(limiter.reserve(10, 10))
+    await asyncio.sleep(0.2)
+    waiter.cancel()
+    done, _ = await asyncio.wait({waiter}, timeout=10)
+    assert done and waiter.cancelled()
+    assert (await limiter.usage()).requests == 0
