@@ -14,10 +14,11 @@ from cortex_core.models import TaskResult, TranscriptEntry
 from cortex_tui.app import CortexApp
 from cortex_tui.conversation import conversation_block, usage_block
 from cortex_tui.screens.api import ApiScreen
+from cortex_tui.screens.detail import render_detail
 from cortex_tui.widgets.tokens import TokenGraph
 
 from .conftest import NEVER
-from .fixtures import NOW, SNAPSHOT, TOKENS, FixedControl, settle
+from .fixtures import DETAIL, NOW, SNAPSHOT, TOKENS, FixedControl, settle
 
 STATUS = ApiStatus(
     alerts=(Alert(NOW - 30, "Claude API: a 429 without retry-after (spend limit)"),),
@@ -132,6 +133,32 @@ def test_conversation_and_usage_blocks() -> None:
     assert "model calls       2" in usage
     assert "took              4.0s" in usage
     assert conversation_block(replace_transcript(result)) is None
+
+
+def test_detail_shows_model_usage_and_conversation_of_a_claude_result() -> None:
+    result = TaskResult(
+        task_id=DETAIL.row.task_id,
+        ok=True,
+        output="db-0 is Pending",
+        model="claude-sonnet-4-5",
+        simulated=False,
+        input_tokens=720,
+        output_tokens=65,
+        cache_read_tokens=150,
+        calls=2,
+        attempt=1,
+        transcript=[
+            TranscriptEntry(
+                kind="tool_call", tool="list_pods", text='{"namespace": "shop"}'
+            ),
+            TranscriptEntry(kind="assistant", text="db-0 is Pending"),
+        ],
+    )
+    text = str(render_detail(replace(DETAIL, result=result), UTC))
+    assert "Model usage" in text and "cache reads       150" in text
+    assert 'call   list_pods {"namespace": "shop"}' in text
+    # A simulated result keeps the detail as it was.
+    assert "Conversation" not in str(render_detail(DETAIL, UTC))
 
 
 def replace_transcript(result: TaskResult) -> TaskResult:
