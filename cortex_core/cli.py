@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from cortex_core import reconcile
+from cortex_core.agent import open_executor
 from cortex_core.backends.kubernetes import MAX_REPLICAS, KubernetesBackend
 from cortex_core.backends.local import LocalBackend
 from cortex_core.config import Settings, parse_latency
 from cortex_core.errors import CortexError, EnqueueRefused
-from cortex_core.executor import SimulatedExecutor
 from cortex_core.models import PRIORITIES, Priority, Task
 from cortex_core.probe import ProbeServer
 from cortex_core.snapshot import Header
@@ -238,17 +238,16 @@ async def _worker(
     settings: Settings, name: str | None, *, parent_pid: int | None = None
 ) -> int:
     worker_id = name or f"{socket.gethostname()}-{os.getpid()}"
-    async with System.open(settings, start_workers=False) as system:
+    async with (
+        System.open(settings, start_workers=False) as system,
+        open_executor(settings, system.services) as executor,
+    ):
         sv = system.services
         worker = Worker(
             worker_id=worker_id,
             queue=sv.queue,
             limiter=sv.limiter,
-            executor=SimulatedExecutor(
-                settings.sim_latency_min,
-                settings.sim_latency_max,
-                crash_marker=settings.sim_crash_marker,
-            ),
+            executor=executor,
             heartbeats=sv.heartbeats,
             audit=sv.audit,
             concurrency=settings.concurrency,

@@ -12,7 +12,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,9 +24,14 @@ from cortex_core.targets import parse_targets
 ENV_PREFIX = "CORTEX_"
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _REDIS_SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
-EXECUTORS = ("simulated",)
+EXECUTORS = ("simulated", "claude")
 BACKENDS = ("local", "kubernetes")
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_MODEL_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,100}$")
+_CATEGORY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+TOOLSETS = ("cluster", "none")
+#: Read when ``CORTEX_ANTHROPIC_API_KEY`` is not set.
+FALLBACK_KEY_ENV = "ANTHROPIC_API_KEY"
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,36 @@ class Settings:
     tokens_per_minute: int = 40_000
     """Shared budget for input plus output tokens per rolling minute; 0: none."""
     executor: str = "simulated"
-    """Which model runs tasks; ``simulated`` is the only one built so far."""
+    """``simulated`` or ``claude``; ``claude`` when an API key is set and this
+    is not given."""
+    anthropic_api_key: str | None = field(default=None, repr=False)
+    """The Claude API key (also read from ``ANTHROPIC_API_KEY``); never shown."""
+    anthropic_base_url: str | None = None
+    """Messages API address; ``None`` is Anthropic's."""
+    model: str = "claude-sonnet-4-5"
+    """The model tasks run on."""
+    max_tokens: int = 1024
+    """Most output tokens of one reply (reserved before each call)."""
+    max_tool_rounds: int = 8
+    """Model calls one task may make before it stops with what it has."""
+    task_token_cap: int = 60_000
+    """Tokens (input, cache writes and output) one task may use in all."""
+    api_timeout_seconds: float = 120.0
+    """Longest wait for one reply."""
+    api_max_attempts: int = 6
+    """Tries of one model call through 429s, overload and server errors."""
+    fallback_model: str | None = None
+    """Model to switch a call to when the API says it is overloaded."""
+    cheap_model: str | None = None
+    """Model for the priorities and categories named in ``cheap_for``."""
+    cheap_for: str = ""
+    """Comma-separated priorities and categories that run on ``cheap_model``."""
+    held_share: float = 0.2
+    """Share of each limit only critical and high tasks may use."""
+    rate_window_seconds: float = 60.0
+    """Length of the limiter's rolling window (the API's is a minute)."""
+    result_cache_seconds: float = 0.0
+    """Reuse a result of the same query, category, model and tools this long."""
     sim_latency_min: float = 3.0
     """Simulated model: shortest reply, seconds."""
     sim_latency_max: float = 5.0
@@ -98,6 +132,9 @@ class Settings:
     """The console alerts when a queue's oldest task has waited this long."""
     targets: str = ""
     """Other deployments ``:target`` switches to: ``name=URL[#namespace]``."""
+    tools: str = "cluster"
+    """Tools the Claude executor offers: ``cluster`` (read-only Kubernetes) or
+    ``none`` (the model answers from the query alone)."""
 
     # Derived paths -------------------------------------------------------
 
@@ -145,6 +182,10 @@ class Settings:
                 raise ConfigError(f"unknown setting {name!r}")
             if value is not None:
                 values[name] = _coerce(name, known[name].type, value)
+        if not values.get("anthropic_api_key") and env.get(FALLBACK_KEY_ENV):
+            values["anthropic_api_key"] = env[FALLBACK_KEY_ENV]
+        if "executor" not in values and values.get("anthropic_api_key"):
+            values["executor"] = "claude"
         settings = cls(**values)
         settings.validate()
         return settings
@@ -197,6 +238,13 @@ class Settings:
             raise ConfigError(
                 f"executor: one of {', '.join(EXECUTORS)}, got {self.executor!r}"
             )
+        if self.executor == "claude" and not self.anthropic_api_key:
+            raise ConfigError(
+                "executor: claude needs an API key (CORTEX_ANTHROPIC_API_KEY or "
+                "ANTHROPIC_API_KEY)"
+            )
+        self._validate_claude()
+        self._validate_tools()
         _require(self.sim_latency_min, "sim_latency_min", 0.0, 600.0)
         _require(self.sim_latency_max, "sim_latency_max", 0.0, 600.0)
         if self.sim_latency_max < self.sim_latency_min:
@@ -241,6 +289,41 @@ class Settings:
         if not names and default:
             names = [default]
         return tuple(names)
+
+    def _validate_tools(self) -> None:
+        if self.tools not in TOOLSETS:
+            raise ConfigError(
+                f"tools: one of {', '.join(TOOLSETS)}, got {self.tools!r}"
+            )
+
+    def _validate_claude(self) -> None:
+        if self.anthropic_base_url is not None:
+            scheme = urlsplit(self.anthropic_base_url).scheme
+            if scheme not in ("http", "https"):
+                raise ConfigError("anthropic_base_url: an http:// or https:// URL")
+        for name in ("model", "fallback_model", "cheap_model"):
+            value = getattr(self, name)
+            if value is not None and not _MODEL_RE.fullmatch(value):
+                raise ConfigError(
+                    f"{name}: 1 to 100 letters, digits, . _ : - @, got {value!r}"
+                )
+        if self.cheap_for and self.cheap_model is None:
+            raise ConfigError("cheap_for: needs cheap_model")
+        for item in self.cheap_for_set:
+            if not _CATEGORY_RE.fullmatch(item):
+                raise ConfigError(f"cheap_for: priorities or categories, got {item!r}")
+        _require(self.max_tokens, "max_tokens", 1, 128_000)
+        _require(self.max_tool_rounds, "max_tool_rounds", 1, 100)
+        _require(self.task_token_cap, "task_token_cap", 1, 10_000_000)
+        _require(self.api_timeout_seconds, "api_timeout_seconds", 1.0, 3600.0)
+        _require(self.api_max_attempts, "api_max_attempts", 1, 100)
+        _require(self.held_share, "held_share", 0.0, 0.9)
+        _require(self.rate_window_seconds, "rate_window_seconds", 1.0, 3600.0)
+        _require(self.result_cache_seconds, "result_cache_seconds", 0.0, 604_800.0)
+
+    @property
+    def cheap_for_set(self) -> frozenset[str]:
+        return frozenset(p.strip() for p in self.cheap_for.split(",") if p.strip())
 
     def redis_display(self) -> str:
         """The Redis target as it may be shown: never with its password."""

@@ -9,10 +9,10 @@ import logging
 import math
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from cortex_core.models import Task
+from cortex_core.models import Task, TranscriptEntry
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,13 @@ class Execution:
     output_tokens: int
     model: str
     simulated: bool
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+    calls: int = 1
+    stop_reason: str = "end_turn"
+    waited_seconds: float = 0.0
+    cached: bool = False
+    transcript: tuple[TranscriptEntry, ...] = field(default_factory=tuple)
 
 
 class ExecutionError(Exception):
@@ -45,6 +52,13 @@ class ExecutionError(Exception):
 class Executor(Protocol):
     model: str
     simulated: bool
+    manages_budget: bool
+    """True when ``run`` reserves and settles the shared budget itself (per
+    model call); otherwise the worker reserves ``estimate`` around ``run``.
+    The worker reads it as False on an executor that lacks it."""
+    waiting: dict[str, float]
+    """Task id to the server time of its next attempt, while it waits on a
+    rate limit; shown in the worker's heartbeat (empty if it lacks one)."""
 
     def estimate(self, task: Task) -> tuple[int, int]:
         """Input and output tokens to reserve before the call."""
@@ -58,6 +72,7 @@ class SimulatedExecutor:
 
     model = SIMULATED_MODEL
     simulated = True
+    manages_budget = False
 
     def __init__(
         self,
@@ -71,6 +86,7 @@ class SimulatedExecutor:
         self.latency_max = latency_max
         self.crash_marker = crash_marker
         self._rng = random.Random(seed)
+        self.waiting: dict[str, float] = {}
 
     def estimate(self, task: Task) -> tuple[int, int]:
         return self._input_tokens(task), _SIM_OUTPUT_MAX

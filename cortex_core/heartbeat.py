@@ -34,6 +34,8 @@ class WorkerInfo:
     rss_bytes: int = 0
     concurrency: int = 0
     beat_at: float = 0.0
+    rate_limited: dict[str, float] = field(default_factory=dict)
+    """Task id to the time of its next attempt, for tasks held by a limit."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -7,8 +7,10 @@ reads and writes it:
 - ``queue``: ``task:<id>``, ``pending:<priority>``, ``inflight``, ``dead``,
   ``idem:<key>``, ``paused``, ``wake``, ``events``
 - ``limiter``: ``rl:log``, ``rl:amounts``, ``rl:used``, ``rl:pause``,
-  ``rl:wake``, ``rl:usage:<bucket>``
+  ``rl:wake``, ``rl:usage:<bucket>``, ``rl:alerts``, ``rl:prio``,
+  ``rl:api``
 - ``heartbeat``: ``worker:<id>``, ``workers``
+- ``claude`` (its result cache): ``rcache:<fingerprint>``, ``rcache:stats``
 - ``backends.local``: ``backend:desired``, ``backend:supervisor``
 """
 
@@ -68,6 +70,14 @@ class Keyspace:
     # limiter
     def limiter(self, name: str) -> str:
         return self.key("rl", name)
+
+    # claude's result cache
+    def result_cache(self, fingerprint: str) -> str:
+        return self.key("rcache", fingerprint)
+
+    @property
+    def result_cache_stats(self) -> str:
+        return self.key("rcache", "stats")
 
     # heartbeat
     def worker(self, worker_id: str) -> str:

@@ -6,7 +6,7 @@ import enum
 import re
 import secrets
 import time
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -22,6 +22,9 @@ from cortex_core.errors import TaskValidationError
 MAX_QUERY_BYTES = 16_384
 MAX_IDEMPOTENCY_KEY_BYTES = 200
 MAX_OUTPUT_BYTES = 1_048_576
+#: Longest text of one transcript entry, characters; longer text is cut.
+MAX_TRANSCRIPT_TEXT = 2_000
+MAX_TRANSCRIPT_ENTRIES = 200
 _CATEGORY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _TASK_ID_RE = re.compile(r"^[0-9a-f]{24}$")
 
@@ -137,6 +140,27 @@ class Task(BaseModel):
             raise TaskValidationError(describe_validation_error(err)) from err
 
 
+class TranscriptEntry(BaseModel):
+    """One step of a model conversation, as the console shows it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["user", "assistant", "tool_call", "tool_result", "note"]
+    text: Annotated[str, Field(max_length=MAX_TRANSCRIPT_TEXT)] = ""
+    """Message text, a tool's arguments as JSON, or a tool's (cut) result."""
+    tool: Annotated[str, Field(max_length=128)] = ""
+    is_error: bool = False
+    at: float = 0.0
+
+    @classmethod
+    def cut(cls, kind: str, text: str, **fields: Any) -> TranscriptEntry:
+        """An entry whose text is cut to the limit, saying how much was cut."""
+        if len(text) > MAX_TRANSCRIPT_TEXT:
+            more = len(text) - MAX_TRANSCRIPT_TEXT + 40
+            text = text[: MAX_TRANSCRIPT_TEXT - 40] + f" [... {more} more chars]"
+        return cls(kind=kind, text=text, at=time.time(), **fields)
+
+
 class TaskResult(BaseModel):
     """What one execution of a task produced."""
 
@@ -154,6 +178,19 @@ class TaskResult(BaseModel):
     attempt: Annotated[int, Field(ge=0)] = 0
     started_at: float = 0.0
     finished_at: float = 0.0
+    cache_creation_tokens: Annotated[int, Field(ge=0)] = 0
+    cache_read_tokens: Annotated[int, Field(ge=0)] = 0
+    calls: Annotated[int, Field(ge=0)] = 0
+    """Model calls made (one per tool round)."""
+    stop_reason: str = ""
+    """Why the conversation ended: end_turn, max_tool_rounds, token_cap..."""
+    waited_seconds: Annotated[float, Field(ge=0)] = 0.0
+    """Time spent waiting on the shared budget and the API's limits."""
+    cached: bool = False
+    """True when the result came from the result cache without a call."""
+    transcript: Annotated[
+        list[TranscriptEntry], Field(max_length=MAX_TRANSCRIPT_ENTRIES)
+    ] = Field(default_factory=list)
 
     @field_validator("output")
     @classmethod

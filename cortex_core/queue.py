@@ -304,22 +304,44 @@ class TaskQueue:
 
     # Consuming ---------------------------------------------------------------
 
-    async def claim(self, worker_id: str, lease_ms: int) -> Claim | None:
+    async def claim(
+        self,
+        worker_id: str,
+        lease_ms: int,
+        *,
+        only: frozenset[Priority] | None = None,
+    ) -> Claim | None:
         """Take the oldest task of the highest unpaused priority, or None."""
-        claims = await self.claim_many(worker_id, lease_ms, 1)
+        claims = await self.claim_many(worker_id, lease_ms, 1, only=only)
         return claims[0] if claims else None
 
-    async def claim_many(self, worker_id: str, lease_ms: int, most: int) -> list[Claim]:
+    async def claim_many(
+        self,
+        worker_id: str,
+        lease_ms: int,
+        most: int,
+        *,
+        only: frozenset[Priority] | None = None,
+    ) -> list[Claim]:
         """Take up to ``most`` tasks in one round trip, in the order one claim
-        at a time would take them; an empty list when there is nothing."""
+        at a time would take them; an empty list when there is nothing. With
+        ``only``, the other priorities are left where they are."""
         token = secrets.token_hex(8)
+        pending = self._pending
+        if only is not None:
+            # A level left out is read from a key nothing ever writes.
+            nothing = self.keys.key("pending", "-none-")
+            pending = [
+                key if prio in only else nothing
+                for prio, key in zip(PRIORITIES, self._pending, strict=True)
+            ]
         reply = await self._claim(
             [
                 self.keys.inflight,
                 self.keys.paused,
                 self.keys.events,
                 self.keys.dead,
-                *self._pending,
+                *pending,
             ],
             [
                 worker_id,

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from cortex_core.apistatus import ApiStatus
 from cortex_core.models import PRIORITIES, Priority, TaskResult
 
 
@@ -96,6 +97,12 @@ class TokenSeries:
     ends_at: float
     tokens_per_minute: Sequence[int]
     limit: int
+    input_per_minute: Sequence[int] = ()
+    """Input tokens per minute (as the API counts them), same buckets."""
+    output_per_minute: Sequence[int] = ()
+    input_limit: int = 0
+    """Input tokens per minute allowed (configured or reported); 0: none."""
+    output_limit: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,8 @@ class Snapshot:
     notices: Sequence[str] = field(default_factory=tuple)
     alerts: Sequence[str] = field(default_factory=tuple)
     """What needs the operator's attention now, most urgent first."""
+    api: ApiStatus | None = None
+    """The model API and the shared budget; None when it could not be read."""
 
 
 STATES = ("pending", "running", "done", "dead")

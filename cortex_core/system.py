@@ -17,9 +17,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from cortex_core import alerts, connection
+from cortex_core.apistatus import ApiStatus, read_api_status
 from cortex_core.audit import AuditTrail, RawJSON
 from cortex_core.backends.kubernetes import ClusterView, KubernetesBackend
 from cortex_core.backends.local import LocalBackend
+from cortex_core.claude import ResultCache
 from cortex_core.cluster.api import ClusterAPI
 from cortex_core.config import Settings
 from cortex_core.embedded import EmbeddedRedis
@@ -92,7 +94,13 @@ class Services:
             await client.aclose()
             raise
         keys = Keyspace(settings.namespace)
-        limiter = RateLimiter(client, keys, limits_from(settings))
+        limiter = RateLimiter(
+            client,
+            keys,
+            limits_from(settings),
+            window_seconds=settings.rate_window_seconds,
+            held_share=settings.held_share,
+        )
         with contextlib.suppress(OSError, aioredis.RedisError):
             await limiter.sync_clock()
         return cls(
@@ -174,7 +182,8 @@ class ControlPlane:
         try:
             depths = await sv.queue.depths()
             beats = await sv.heartbeats.alive()
-            ends_at, series = await sv.limiter.series()
+            ends_at, inputs, outputs = await sv.limiter.series_split()
+            api = await self._api_status(beats)
             events = await sv.queue.events(count=log_limit)
             desired = (
                 await self.backend.read_desired()
@@ -223,8 +232,12 @@ class ControlPlane:
         tokens = TokenSeries(
             bucket_seconds=5,
             ends_at=ends_at,
-            tokens_per_minute=series,
+            tokens_per_minute=[i + o for i, o in zip(inputs, outputs, strict=True)],
             limit=sv.settings.tokens_per_minute,
+            input_per_minute=inputs,
+            output_per_minute=outputs,
+            input_limit=sv.limiter.effective_limit("input_tokens"),
+            output_limit=sv.limiter.effective_limit("output_tokens"),
         )
         snap = Snapshot(
             taken_at=time.time(),
@@ -233,7 +246,8 @@ class ControlPlane:
             workers=workers,
             tokens=tokens,
             log=[e.to_log_entry() for e in events],
-            notices=notices,
+            api=api,
+            notices=(*notices, *api.notices(sv.limiter.server_now())),
             alerts=alerts.alerts(
                 queues=depths,
                 tokens=tokens,
@@ -243,6 +257,12 @@ class ControlPlane:
         )
         self._last = snap
         return snap
+
+    async def _api_status(self, beats: list[WorkerInfo]) -> ApiStatus:
+        sv = self.services
+        await sv.limiter.refresh_learned()
+        cache = await ResultCache(sv.client, sv.keys, 0).stats()
+        return await read_api_status(sv.limiter, beats, cache)
 
     def _worker_rows(self, beats: list[WorkerInfo]) -> list[WorkerRow]:
         by_id = {b.worker_id: b for b in beats}

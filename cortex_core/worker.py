@@ -29,13 +29,16 @@ from cortex_core.errors import TaskValidationError
 from cortex_core.executor import ExecutionError, Executor
 from cortex_core.heartbeat import Heartbeats, WorkerInfo
 from cortex_core.limiter import BudgetTooSmall, RateLimiter, Reservation
-from cortex_core.models import Task, TaskResult
+from cortex_core.models import Priority, Task, TaskResult
 from cortex_core.queue import Claim, TaskQueue
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+#: While every slot is taken, how often to look again for slots whose tasks
+#: wait on the budget (see ``Worker._urgent_slot_open``).
+_SLOT_RECHECK_SECONDS = 0.5
 
 
 class Outage:
@@ -89,6 +92,14 @@ class Worker:
         self.heartbeats = heartbeats
         self.audit = audit
         self.concurrency = concurrency
+        self._urgent: frozenset[Priority] | None = (
+            frozenset(Priority(p) for p in limiter.held_for)
+            if limiter.held_permille > 0
+            else None
+        )
+        """Priorities that may use the held share (None: no share is held)."""
+        self._own_waits: dict[str, float] = {}
+        """Task id to next attempt while the worker's own reserve waits."""
         self.lease_ms = int(lease_seconds * 1000)
         self.shutdown_grace = shutdown_grace
         self.reap_interval = reap_interval
@@ -187,16 +198,28 @@ class Worker:
     async def _claim_loop(self) -> None:
         outage = Outage(f"worker {self.worker_id}: claim")
         while not self._stopping.is_set():
-            if len(self.running) >= self.concurrency or self._suspects:
+            if self._suspects:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
+            only: frozenset[Priority] | None = None
+            free = self.concurrency - len(self.running)
+            if free <= 0:
+                if not self._urgent_slot_open():
+                    self._slot_free.clear()
+                    # Bounded: a running task may start waiting on the budget
+                    # without anything setting the event.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._slot_free.wait(), timeout=_SLOT_RECHECK_SECONDS
+                        )
+                    continue
+                only, free = self._urgent, 1
             try:
                 if outage.since is not None:
                     await self._recover_lost_claims()
-                free = self.concurrency - len(self.running)
                 claims = await self.queue.claim_many(
-                    self.worker_id, self.lease_ms, free
+                    self.worker_id, self.lease_ms, free, only=only
                 )
                 if not claims:
                     await self._wait_for_work()
@@ -233,6 +256,34 @@ class Worker:
                     reason="claim reply lost",
                     worker=self.worker_id,
                 )
+
+    def _urgent_slot_open(self) -> bool:
+        """True when tasks of priorities that may not use the held share wait
+        on the budget in this worker's slots: urgent tasks may then run in
+        extra slots (up to twice the concurrency), so that a backlog of low
+        work that waits for budget cannot keep an incident's tasks out."""
+        if not self._urgent or len(self.running) >= 2 * self.concurrency:
+            return False
+        waiting = self.rate_limited()
+        blocked = sum(
+            1
+            for tid, (claim, _) in self.running.items()
+            if tid in waiting and claim.priority not in self._urgent
+        )
+        return len(self.running) - blocked < self.concurrency
+
+    def _note_wait(self, task_id: str, until: float | None) -> None:
+        if until is None:
+            self._own_waits.pop(task_id, None)
+        else:
+            self._own_waits[task_id] = until
+
+    def rate_limited(self) -> dict[str, float]:
+        """Task id to next attempt, for tasks this worker's reserves or its
+        executor's calls hold on a limit. An executor written before
+        ``waiting`` existed simply reports none."""
+        executor_waits: dict[str, float] = getattr(self.executor, "waiting", {})
+        return {**executor_waits, **self._own_waits}
 
     async def _wait_for_work(self) -> None:
         waiter = asyncio.ensure_future(self.queue.wait_for_work(timeout=1.0))
@@ -307,8 +358,11 @@ class Worker:
             return
         reservation: Reservation | None = None
         try:
-            est_in, est_out = self.executor.estimate(task)
-            reservation = await self._reserve(tid, est_in, est_out)
+            if not getattr(self.executor, "manages_budget", False):
+                est_in, est_out = self.executor.estimate(task)
+                reservation = await self._reserve(
+                    tid, est_in, est_out, priority=str(task.priority)
+                )
             execution = await self.executor.run(task)
         except asyncio.CancelledError:
             if reservation is not None:
@@ -330,13 +384,17 @@ class Worker:
                 claim, f"error: {type(err).__name__}: {err}", retryable=True
             )
             return
+        finally:
+            self._own_waits.pop(tid, None)
+            getattr(self.executor, "waiting", {}).pop(tid, None)
         held = reservation
-        await self._retry_redis(
-            lambda: self.limiter.settle(
-                held, execution.input_tokens, execution.output_tokens
-            ),
-            f"task {tid}: settle",
-        )
+        if held is not None:
+            await self._retry_redis(
+                lambda: self.limiter.settle(
+                    held, execution.input_tokens, execution.output_tokens
+                ),
+                f"task {tid}: settle",
+            )
         result = TaskResult(
             task_id=tid,
             ok=True,
@@ -349,6 +407,14 @@ class Worker:
             attempt=claim.attempt,
             started_at=started,
             finished_at=time.time(),
+            cache_creation_tokens=execution.cache_creation_tokens,
+            cache_read_tokens=execution.cache_read_tokens,
+            calls=execution.calls,
+            stop_reason=execution.stop_reason,
+            waited_seconds=execution.waited_seconds
+            + (reservation.waited_seconds if reservation is not None else 0.0),
+            cached=execution.cached,
+            transcript=list(execution.transcript),
         )
         self._finishing.add(tid)
         try:
@@ -367,20 +433,31 @@ class Worker:
                 "task %s: lease was lost before completion; result discarded", tid
             )
 
-    async def _reserve(self, tid: str, est_in: int, est_out: int) -> Reservation:
+    async def _reserve(
+        self, tid: str, est_in: int, est_out: int, *, priority: str = ""
+    ) -> Reservation:
         """Reserve budget; ride out a short outage rather than spend the
-        attempt on it (the task has not run yet)."""
+        attempt on it (the task has not run yet). A wait for budget is
+        published as the task's next attempt."""
+
+        def reserve() -> Awaitable[Reservation]:
+            return self.limiter.reserve(
+                est_in,
+                est_out,
+                who=f"task {tid}",
+                priority=priority,
+                on_wait=lambda until: self._note_wait(tid, until),
+            )
+
         outage = Outage(f"task {tid}: reserve")
         for _ in range(29):
             try:
-                reservation = await self.limiter.reserve(
-                    est_in, est_out, who=f"task {tid}"
-                )
+                reservation = await reserve()
                 outage.ok()
                 return reservation
             except _OUTAGE_ERRORS as err:
                 await asyncio.sleep(outage.failed(err))
-        return await self.limiter.reserve(est_in, est_out, who=f"task {tid}")
+        return await reserve()
 
     async def _fail(self, claim: Claim, reason: str, *, retryable: bool) -> None:
         self._finishing.add(claim.task_id)
@@ -472,6 +549,7 @@ class Worker:
             self.stop()
         self.info.cpu_percent = self._process.cpu_percent(None)
         self.info.rss_bytes = self._process.memory_info().rss
+        self.info.rate_limited = self.rate_limited()
         await self.heartbeats.beat(self.info)
         self.last_beat_ok = time.monotonic()
 

@@ -142,10 +142,12 @@ class RaisingExecutor:
 
     model = "raising"
     simulated = True
+    manages_budget = False
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
         self.calls = 0
+        self.waiting: dict[str, float] = {}
 
     def estimate(self, task: Task) -> tuple[int, int]:
         return 10, 10

@@ -11,6 +11,7 @@ from textual.widgets import DataTable
 
 from cortex_core.snapshot import Header, Snapshot
 from cortex_tui import formatting
+from cortex_tui.screens.api import ApiScreen
 from cortex_tui.screens.confirm import ConfirmScreen
 from cortex_tui.screens.enqueue import EnqueueScreen
 from cortex_tui.screens.view import ViewScreen, log_matches
@@ -43,6 +44,13 @@ class DashboardScreen(ViewScreen):
             "Remove worker",
             key_display="-",
             tooltip="Remove a worker (asks before going to 0)",
+        ),
+        Binding(
+            "a",
+            "api",
+            "API",
+            tooltip="Model API: alerts, waiting tasks, budget",
+            show=False,
         ),
         Binding(
             "u",
@@ -107,6 +115,9 @@ class DashboardScreen(ViewScreen):
         if action == "release_pin" and self._pinned_header() is None:
             return False
         return super().check_action(action, parameters)
+
+    def action_api(self) -> None:
+        self.app.push_screen(ApiScreen(self._control, tz=self._tz))
 
     def action_release_pin(self) -> None:
         header = self._pinned_header()

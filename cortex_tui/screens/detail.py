@@ -20,7 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
 from cortex_core.snapshot import Control, TaskDetail
-from cortex_tui import formatting
+from cortex_tui import conversation, formatting
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,22 @@ def tokens(detail: TaskDetail, tz: tzinfo | None) -> Section | None:
     return Section("Tokens", Content("\n").join(lines))
 
 
+def model_usage(detail: TaskDetail, tz: tzinfo | None) -> Section | None:
+    """Tokens in, out and cached, calls, attempt and waits of a real model."""
+    result = detail.result
+    if result is None or result.simulated:
+        return None
+    return Section("Model usage", conversation.usage_block(result))
+
+
+def conversation_section(detail: TaskDetail, tz: tzinfo | None) -> Section | None:
+    """Tool calls with their arguments, cut results and the model's replies."""
+    if detail.result is None:
+        return None
+    body = conversation.conversation_block(detail.result)
+    return Section("Conversation", body) if body is not None else None
+
+
 def result_text(detail: TaskDetail, tz: tzinfo | None) -> Section | None:
     result = detail.result
     if result is None or not result.output:
@@ -133,6 +149,8 @@ SECTIONS: list[SectionMaker] = [
     last_error,
     history,
     tokens,
+    model_usage,
+    conversation_section,
     result_text,
     audit,
 ]

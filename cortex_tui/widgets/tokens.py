@@ -1,4 +1,6 @@
-"""Tokens per minute over the recent past, with the shared limit drawn in."""
+"""Tokens per minute over the recent past, with the shared limit drawn in;
+input (green) and output (magenta) with their own limits when the series has
+them."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ _TICKS = 4
 
 
 class TokenGraph(PlotextPlot):
-    """A line of tokens per minute; a horizontal line marks the limit."""
+    """A line of tokens per minute; a horizontal line marks the limit. Input
+    and output get a line and a limit line each, in their own colours."""
 
     series: reactive[TokenSeries | None] = reactive(None)
     """The latest series; None until the first snapshot."""
@@ -37,8 +40,20 @@ class TokenGraph(PlotextPlot):
         values = list(series.tokens_per_minute)
         step = series.bucket_seconds / 60
         xs = [-(len(values) - 1 - i) * step for i in range(len(values))]
-        top = max([*values, series.limit, 1]) * _HEADROOM
+        split = _split(series)
+        top = (
+            max([*values, series.limit, series.input_limit, series.output_limit, 1])
+            * _HEADROOM
+        )
         plt.plot(xs, values, marker="hd", color="cyan")
+        if split is not None:
+            inputs, outputs = split
+            plt.plot(xs, inputs, marker="hd", color="green")
+            plt.plot(xs, outputs, marker="hd", color="magenta")
+            if series.input_limit > 0:
+                plt.hline(series.input_limit, color="green")
+            if series.output_limit > 0:
+                plt.hline(series.output_limit, color="magenta")
         if series.limit > 0:
             plt.hline(series.limit, color="red")
         plt.ylim(0, top)
@@ -51,8 +66,28 @@ class TokenGraph(PlotextPlot):
         limit = (
             f"limit {formatting.count(series.limit)}" if series.limit else "no limit"
         )
-        self.border_title = f"Tokens / min: now {formatting.count(values[-1])}, {limit}"
+        title = f"Tokens / min: now {formatting.count(values[-1])}, {limit}"
+        if split is not None:
+            title += (
+                f" · in {formatting.count(split[0][-1])}"
+                f"{_of(series.input_limit)}"
+                f" · out {formatting.count(split[1][-1])}"
+                f"{_of(series.output_limit)}"
+            )
+        self.border_title = title
         self.refresh()
+
+
+def _split(series: TokenSeries) -> tuple[list[int], list[int]] | None:
+    """Input and output lines, when the series has them for every point."""
+    n = len(series.tokens_per_minute)
+    if len(series.input_per_minute) != n or len(series.output_per_minute) != n:
+        return None
+    return list(series.input_per_minute), list(series.output_per_minute)
+
+
+def _of(limit: int) -> str:
+    return f" of {formatting.count(limit)}" if limit > 0 else ""
 
 
 def _steps(top: float) -> list[float]:
