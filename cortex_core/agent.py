@@ -7,11 +7,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from cortex_core.claude import ClaudeConfig, ClaudeExecutor, NoTools, ResultCache
 from cortex_core.cluster.api import ClusterAPI
 from cortex_core.cluster.tools import ClusterToolbox
 from cortex_core.config import Settings
 from cortex_core.executor import Executor, SimulatedExecutor
+from cortex_core.resultcache import ResultCache
 from cortex_core.system import Services
 from cortex_core.tools import Toolbox
 
@@ -32,6 +32,10 @@ async def open_executor(settings: Settings, sv: Services) -> AsyncIterator[Execu
             crash_marker=settings.sim_crash_marker,
         )
         return
+    # Imported here: the SDK takes over a second to import, which every
+    # simulated worker would pay at start.
+    from cortex_core.claude import ClaudeConfig, ClaudeExecutor, NoTools
+
     api: ClusterAPI | None = None
     toolbox: Toolbox = NoTools()
     if settings.tools == "cluster":

@@ -10,7 +10,7 @@ reads and writes it:
   ``rl:wake``, ``rl:usage:<bucket>``, ``rl:alerts``, ``rl:prio``,
   ``rl:api``
 - ``heartbeat``: ``worker:<id>``, ``workers``
-- ``claude`` (its result cache): ``rcache:<fingerprint>``, ``rcache:stats``
+- ``resultcache``: ``rcache:<fingerprint>``, ``rcache:stats``
 - ``backends.local``: ``backend:desired``, ``backend:supervisor``
 """
 
@@ -71,7 +71,7 @@ class Keyspace:
     def limiter(self, name: str) -> str:
         return self.key("rl", name)
 
-    # claude's result cache
+    # resultcache
     def result_cache(self, fingerprint: str) -> str:
         return self.key("rcache", fingerprint)
 

@@ -21,7 +21,6 @@ from cortex_core.apistatus import ApiStatus, read_api_status
 from cortex_core.audit import AuditTrail, RawJSON
 from cortex_core.backends.kubernetes import ClusterView, KubernetesBackend
 from cortex_core.backends.local import LocalBackend
-from cortex_core.claude import ResultCache
 from cortex_core.cluster.api import ClusterAPI
 from cortex_core.config import Settings
 from cortex_core.embedded import EmbeddedRedis
@@ -39,6 +38,7 @@ from cortex_core.keys import Keyspace
 from cortex_core.limiter import Limits, RateLimiter
 from cortex_core.models import KNOWN_CATEGORIES, PRIORITIES, Priority, Task
 from cortex_core.queue import TaskQueue
+from cortex_core.resultcache import ResultCache
 from cortex_core.snapshot import (
     Header,
     HistoryEntry,
