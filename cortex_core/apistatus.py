@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from cortex_core.heartbeat import WorkerInfo
 from cortex_core.limiter import Alert, PriorityStats, RateLimiter
 from cortex_core.models import PRIORITIES
+from cortex_core.printable import printable_fields
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+@printable_fields
 class RateLimitedTask:
     """A task held by a limit (the shared budget, a 429 pause or a backoff)."""
 
@@ -29,6 +31,7 @@ class RateLimitedTask:
 
 
 @dataclass(frozen=True)
+@printable_fields
 class ApiStatus:
     alerts: Sequence[Alert] = ()
     """Newest first: a 429 that waiting will not clear, a refused key."""

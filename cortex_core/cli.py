@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -28,6 +29,9 @@ from cortex_core.system import Services, System
 from cortex_core.worker import Worker
 
 logger = logging.getLogger(__name__)
+
+#: What a worker may be called: a pod name fits, a control character does not.
+_WORKER_NAME_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 #: Flags shared by every subcommand, mapped onto Settings fields.
 _SETTING_FLAGS: list[tuple[str, str, type, str]] = [
@@ -237,6 +241,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
 async def _worker(
     settings: Settings, name: str | None, *, parent_pid: int | None = None
 ) -> int:
+    if name is not None and not _WORKER_NAME_RE.fullmatch(name):
+        raise CortexError(f"--name: 1 to 64 letters, digits and . _ : -, got {name!r}")
     worker_id = name or f"{socket.gethostname()}-{os.getpid()}"
     async with (
         System.open(settings, start_workers=False) as system,

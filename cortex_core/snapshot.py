@@ -9,9 +9,11 @@ from typing import Protocol
 
 from cortex_core.apistatus import ApiStatus
 from cortex_core.models import PRIORITIES, Priority, TaskResult
+from cortex_core.printable import printable_fields
 
 
 @dataclass(frozen=True)
+@printable_fields
 class Header:
     """What the console header shows about the target."""
 
@@ -37,6 +39,7 @@ class Header:
 
 
 @dataclass(frozen=True)
+@printable_fields
 class QueueDepths:
     pending: Mapping[Priority, int]
     in_flight: int
@@ -52,6 +55,7 @@ class QueueDepths:
 
 
 @dataclass(frozen=True)
+@printable_fields
 class WorkerRow:
     """One worker process (or pod) with what its heartbeat says."""
 
@@ -75,6 +79,7 @@ class WorkerRow:
 
 
 @dataclass(frozen=True)
+@printable_fields
 class LogEntry:
     """One task event, as the console's log shows it."""
 
@@ -90,6 +95,7 @@ class LogEntry:
 
 
 @dataclass(frozen=True)
+@printable_fields
 class TokenSeries:
     """Tokens per minute sampled once per bucket, oldest first."""
 
@@ -106,6 +112,7 @@ class TokenSeries:
 
 
 @dataclass(frozen=True)
+@printable_fields
 class Snapshot:
     taken_at: float
     header: Header
@@ -130,6 +137,7 @@ FILTER_TERMS = ("priority", "status", "category")
 
 
 @dataclass(frozen=True)
+@printable_fields
 class TaskFilter:
     """What a list shows: ``priority:``, ``status:``, ``category:`` terms
     (each may repeat or list values with commas) and free text that must
@@ -192,6 +200,7 @@ class TaskFilter:
 
 
 @dataclass(frozen=True)
+@printable_fields
 class TaskRow:
     """One task as a list shows it."""
 
@@ -211,6 +220,7 @@ class TaskRow:
 
 
 @dataclass(frozen=True)
+@printable_fields
 class TaskPage:
     """A window of a list: the rows that matched among those read."""
 
@@ -224,6 +234,7 @@ class TaskPage:
 
 
 @dataclass(frozen=True)
+@printable_fields
 class HistoryEntry:
     """One change of a task's state."""
 
@@ -235,6 +246,7 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True)
+@printable_fields
 class TaskDetail:
     """Everything the console shows about one task."""
 
@@ -250,6 +262,7 @@ class TaskDetail:
 
 
 @dataclass(frozen=True)
+@printable_fields
 class ScaleInfo:
     """Who decides the worker count and what it is."""
 

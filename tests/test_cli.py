@@ -112,6 +112,7 @@ async def test_idempotency_key_enqueues_once(
 
 
 _BAD_INPUT = [
+    pytest.param(["worker", "--name", "w\x1b]0;title\x07"], "--name", id="worker-name"),
     pytest.param(
         ["enqueue", "   ", "--category", "cicd", "--priority", "high"],
         "query",
