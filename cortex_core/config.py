@@ -21,6 +21,8 @@ from cortex_core.errors import ConfigError
 from cortex_core.redis_url import SENTINEL_SCHEMES, is_sentinel, parse_sentinel
 from cortex_core.targets import parse_targets
 
+#: The most worker processes the local backend runs on one machine.
+MAX_LOCAL_WORKERS = 64
 ENV_PREFIX = "CORTEX_"
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _REDIS_SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
@@ -222,7 +224,7 @@ class Settings:
             raise ConfigError(
                 "namespace: 1 to 64 characters of letters, digits, _ . : -"
             )
-        _require(self.workers, "workers", 0, 256)
+        _require(self.workers, "workers", 0, MAX_LOCAL_WORKERS)
         _require(self.concurrency, "concurrency", 1, 1024)
         _require(self.max_attempts, "max_attempts", 1, 100)
         _require(self.lease_seconds, "lease_seconds", 1.0, 3600.0)

@@ -568,30 +568,31 @@ class System:
             raise
         backend: LocalBackend | KubernetesBackend | None = None
         supervise = False
-        if settings.backend == "kubernetes":
-            try:
+        try:
+            if settings.backend == "kubernetes":
                 backend = await kubernetes_backend(settings)
-            except BaseException:
-                await services.close()
-                if embedded is not None:
-                    embedded.stop()
-                raise
-        elif start_workers:
-            backend = LocalBackend(
-                settings,
-                redis_url=url,
-                client=services.client,
-                keys=services.keys,
-                audit=services.audit,
-            )
-            if await backend.supervisor_alive():
-                # Another process (cortex up, another console) runs the local
-                # workers; this one only reads and changes the desired count.
-                logger.info("local backend: another supervisor runs the workers")
-                backend.desired = await backend.read_desired()
-            else:
-                await backend.set_desired(settings.workers)
-                supervise = True
+            elif start_workers:
+                backend = LocalBackend(
+                    settings,
+                    redis_url=url,
+                    client=services.client,
+                    keys=services.keys,
+                    audit=services.audit,
+                )
+                if await backend.supervisor_alive():
+                    # Another process (cortex up, another console) runs the
+                    # local workers; this one reads and changes the count.
+                    logger.info("local backend: another supervisor runs the workers")
+                    backend.desired = await backend.read_desired()
+                else:
+                    await backend.set_desired(settings.workers)
+                    supervise = True
+        except BaseException:
+            # Nothing started here may outlive a failed start.
+            await services.close()
+            if embedded is not None:
+                embedded.stop()
+            raise
         system = cls(settings, services, embedded, backend)
         if embedded is not None and embedded.owned:
             system._spawn(system._keep_embedded_up())

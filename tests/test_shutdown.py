@@ -367,3 +367,20 @@ async def _pings(system: System) -> bool:
         return bool(await system.services.client.ping())
     except (OSError, ConnectionError, RedisError):
         return False
+
+
+def test_a_refused_worker_count_starts_nothing(
+    child_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``cortex up --workers 65``: one line naming workers, no Redis left."""
+    data = tmp_path / "up"
+    result = run_cli(
+        "up",
+        "--workers",
+        "65",
+        "--data-dir",
+        str(data),
+        env=_without_settings(child_env),
+    )
+    assert "workers" in _error_line(result, "cortex")
+    assert not processes_under(data)

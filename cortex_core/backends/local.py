@@ -24,14 +24,14 @@ import psutil
 import redis.asyncio as aioredis
 
 from cortex_core.audit import AuditTrail
-from cortex_core.config import Settings
+from cortex_core.config import MAX_LOCAL_WORKERS, Settings
 from cortex_core.errors import BackendError
 from cortex_core.keys import Keyspace
 from cortex_core.queue import TaskQueue
 
 logger = logging.getLogger(__name__)
 
-MAX_WORKERS = 64
+MAX_WORKERS = MAX_LOCAL_WORKERS
 _RESTART_BACKOFF_MAX = 30.0
 #: A worker that ran this long before it failed starts its backoff afresh.
 _HEALTHY_SECONDS = 10.0
