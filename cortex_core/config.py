@@ -142,7 +142,8 @@ class Settings:
 
     @property
     def audit_dir(self) -> Path:
-        return self.data_dir / "audit"
+        """One trail per namespace: verify and restore read only their own."""
+        return self.data_dir / "audit" / self.namespace
 
     @property
     def redis_dir(self) -> Path:
@@ -220,9 +221,10 @@ class Settings:
             if is_sentinel(self.redis_url):
                 parse_sentinel(self.redis_url)
         parse_targets(self.targets)
-        if not _NAMESPACE_RE.fullmatch(self.namespace):
+        if not _NAMESPACE_RE.fullmatch(self.namespace) or not self.namespace.strip("."):
             raise ConfigError(
-                "namespace: 1 to 64 characters of letters, digits, _ . : -"
+                "namespace: 1 to 64 characters of letters, digits, _ . : -, "
+                "not dots alone"
             )
         _require(self.workers, "workers", 0, MAX_LOCAL_WORKERS)
         _require(self.concurrency, "concurrency", 1, 1024)

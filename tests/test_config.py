@@ -62,6 +62,7 @@ def test_to_env_round_trips_through_load() -> None:
         ({"namespace": ""}, "namespace"),
         ({"namespace": "has space"}, "namespace"),
         ({"namespace": "a{b}"}, "namespace"),
+        ({"namespace": ".."}, "namespace"),
         ({"namespace": "x" * 65}, "namespace"),
         ({"workers": -1}, "workers"),
         ({"workers": 257}, "workers"),

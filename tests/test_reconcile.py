@@ -183,3 +183,19 @@ async def test_cli_verify_and_restore(
     result = run_cli("audit", "verify", env=child_env)
     assert result.returncode == 0, result.stdout
     assert "agree" in result.stdout
+
+
+async def test_each_namespace_reconciles_its_own_trail(
+    services: Services, child_env: dict[str, str]
+) -> None:
+    """Another namespace on the same data folder sees none of this one's
+    tasks: its verify agrees and its restore would add nothing."""
+    await _history(services)
+    assert services.audit.flush(timeout=10)
+    other = {**child_env, "CORTEX_NAMESPACE": services.settings.namespace + "-b"}
+    result = run_cli("audit", "verify", env=other)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "agree" in result.stdout
+    dry = run_cli("restore", "--dry-run", "--json", env=other)
+    assert dry.returncode == 0, dry.stderr
+    assert sum(json.loads(dry.stdout)["restored"].values()) == 0
