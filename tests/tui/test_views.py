@@ -64,6 +64,8 @@ async def test_colon_switches_views_by_name_and_short_name(app: CortexApp) -> No
             ("t", TaskListScreen),
             ("dead", DeadLetterScreen),
             ("d", DeadLetterScreen),
+            ("tasks", TaskListScreen),  # from the dead letters, a kind of list
+            ("dead", DeadLetterScreen),
             ("workers", WorkersScreen),
             ("w", WorkersScreen),
             ("o", DashboardScreen),
