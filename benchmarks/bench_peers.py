@@ -22,66 +22,32 @@ from pathlib import Path
 
 import redis
 
-from benchmarks.bench_dispatch import NoOpExecutor
+from benchmarks.bench_dispatch import TASKS, bench_tasks, dispatch_rate
 from benchmarks.common import bench_services, median, private_redis
-from cortex_core.models import Priority, Task
-from cortex_core.system import Services
-from cortex_core.worker import Worker
 
-TASKS = 2000
 BATCH = 100
 ROUNDS = 3
-PAYLOAD = "x" * 300
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _tasks(n: int) -> list[Task]:
-    return [
-        Task.create(query=PAYLOAD, category="bench", priority=Priority.MEDIUM)
-        for _ in range(n)
-    ]
 
 
 async def _cortex(tmp: Path, url: str) -> dict[str, float]:
     out: dict[str, float] = {}
     async with bench_services(tmp, url) as sv:
-        tasks = _tasks(TASKS)
+        tasks = bench_tasks(TASKS)
         started = time.perf_counter()
         for task in tasks:
             await sv.enqueue([task])
         assert sv.audit.flush()
         out["enqueue one"] = TASKS / (time.perf_counter() - started)
     async with bench_services(tmp, url) as sv:
-        tasks = _tasks(TASKS)
+        tasks = bench_tasks(TASKS)
         started = time.perf_counter()
         for i in range(0, TASKS, BATCH):
             await sv.enqueue(tasks[i : i + BATCH])
         assert sv.audit.flush()
         out["enqueue batched"] = TASKS / (time.perf_counter() - started)
-        out["dispatch"] = await _dispatch(sv)
+        out["dispatch"] = await dispatch_rate(sv)
     return out
-
-
-async def _dispatch(sv: Services) -> float:
-    """The queue already holds TASKS tasks; one worker runs them all."""
-    worker = Worker(
-        worker_id="bench",
-        queue=sv.queue,
-        limiter=sv.limiter,
-        executor=NoOpExecutor(),
-        heartbeats=sv.heartbeats,
-        audit=sv.audit,
-        concurrency=8,
-    )
-    started = time.perf_counter()
-    runner = asyncio.create_task(worker.run())
-    while worker.info.done < TASKS:
-        await asyncio.sleep(0.005)
-    elapsed = time.perf_counter() - started
-    worker.stop()
-    await runner
-    assert sv.audit.flush()
-    return TASKS / elapsed
 
 
 def _peer(name: str, url: str) -> dict[str, float] | str:

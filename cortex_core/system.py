@@ -284,11 +284,8 @@ class ControlPlane:
                         pid=proc.pid,
                         cpu_percent=proc.cpu_percent,
                         rss_bytes=proc.rss_bytes,
-                        current=tuple(beat.current) if beat else (),
-                        done=beat.done if beat else 0,
-                        failed=beat.failed if beat else 0,
-                        tokens=beat.tokens if beat else 0,
                         started_at=proc.started_at,
+                        **_beat_counts(beat),
                     )
                 )
         rows.extend(_beat_rows(by_id))
@@ -460,6 +457,18 @@ class ControlPlane:
         return None
 
 
+def _beat_counts(beat: WorkerInfo | None) -> dict[str, Any]:
+    """What a worker row takes from the worker's heartbeat, when it has one."""
+    if beat is None:
+        return {}
+    return {
+        "current": tuple(beat.current),
+        "done": beat.done,
+        "failed": beat.failed,
+        "tokens": beat.tokens,
+    }
+
+
 def _beat_rows(by_id: dict[str, WorkerInfo]) -> list[WorkerRow]:
     """Workers known only from their heartbeat, by id."""
     return [
@@ -470,11 +479,8 @@ def _beat_rows(by_id: dict[str, WorkerInfo]) -> list[WorkerRow]:
             pid=beat.pid,
             cpu_percent=beat.cpu_percent,
             rss_bytes=beat.rss_bytes,
-            current=tuple(beat.current),
-            done=beat.done,
-            failed=beat.failed,
-            tokens=beat.tokens,
             started_at=beat.started_at,
+            **_beat_counts(beat),
         )
         for beat in sorted(by_id.values(), key=lambda b: b.worker_id)
     ]
@@ -513,13 +519,10 @@ def _pod_rows(view: ClusterView, beats: list[WorkerInfo]) -> list[WorkerRow]:
                 host=pod.node,
                 cpu_percent=pod.cpu_percent,
                 rss_bytes=pod.memory_bytes,
-                current=tuple(beat.current) if beat else (),
-                done=beat.done if beat else 0,
-                failed=beat.failed if beat else 0,
-                tokens=beat.tokens if beat else 0,
                 started_at=pod.started_at,
                 node=pod.node,
                 restarts=pod.restarts,
+                **_beat_counts(beat),
             )
         )
     rows.extend(_beat_rows(by_id))
