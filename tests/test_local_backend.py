@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from helpers import make_task, pid_alive, wait_for
 
-from cortex_core.backends.local import LocalBackend
+from cortex_core.backends.local import LocalBackend, ProcessRow
 from cortex_core.config import Settings
 from cortex_core.heartbeat import WorkerInfo
 from cortex_core.system import Services
@@ -79,7 +79,10 @@ async def test_starts_workers_and_reports_them(
     await backend.set_desired(2)
     backend.reconcile()
     beats = await _beating(services, {"local-1", "local-2"})
-    rows = backend.rows()
+    # A CPU reading needs a sample of at least half a second after the spawn.
+    rows = await wait_for(
+        lambda: _with_cpu(backend.rows()), "a CPU reading for each worker"
+    )
     assert [r.name for r in rows] == ["local-1", "local-2"]
     for row in rows:
         assert row.state == "running"
@@ -91,6 +94,10 @@ async def test_starts_workers_and_reports_them(
     await wait_for(
         lambda: _state(services, task.id, "done"), "a worker process to run a task"
     )
+
+
+def _with_cpu(rows: list[ProcessRow]) -> list[ProcessRow] | None:
+    return rows if all(r.cpu_percent is not None for r in rows) else None
 
 
 async def _state(services: Services, task_id: str, state: str) -> bool:
