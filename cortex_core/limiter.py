@@ -12,7 +12,6 @@ Every key the limiter writes carries an expiry.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from cortex_core.aio import raise_if_cancelled
 from cortex_core.errors import CortexError
 from cortex_core.keys import Keyspace
 
@@ -473,11 +473,8 @@ class RateLimiter:
             await self.client.blpop(
                 [self._wake], timeout=max(0.001, min(wait, MAX_WAIT_SECONDS))
             )
-            # redis-py can swallow a cancel that lands in a blocking command;
-            # a cancelled waiter must not go on to spend budget.
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise asyncio.CancelledError
+            # A cancelled waiter must not go on to spend budget.
+            raise_if_cancelled()
 
     async def settle(
         self, reservation: Reservation, input_tokens: int, output_tokens: int

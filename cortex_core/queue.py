@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from cortex_core import queue_scripts as lua
+from cortex_core.aio import raise_if_cancelled
 from cortex_core.errors import EnqueueRefused, InvalidTransition, UnknownTask
 from cortex_core.keys import Keyspace
 from cortex_core.models import (
@@ -382,6 +383,7 @@ class TaskQueue:
             step = max(0.001, min(left, MAX_BLOCK_SECONDS))
             if await self.client.blpop([self.keys.wake], timeout=step) is not None:
                 return True
+            raise_if_cancelled()
 
     async def renew(self, claims: Iterable[Claim], lease_ms: int) -> list[bool]:
         """Extend leases in one round trip; False where the lease was lost."""

@@ -20,6 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from cortex_core.aio import raise_if_cancelled
 from cortex_core.backends.local import LocalBackend
 from cortex_core.config import Settings
 from cortex_core.models import PRIORITIES, Priority, TaskResult
@@ -213,6 +214,7 @@ async def _collect(system: System, after: str, sink: list[Event]) -> None:
         if batch:
             sink.extend(batch)
             after = batch[-1].event_id
+        raise_if_cancelled()
 
 
 async def run_stress(

@@ -17,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from cortex_core import alerts, connection
+from cortex_core.aio import raise_if_cancelled, where
 from cortex_core.apistatus import ApiStatus, read_api_status
 from cortex_core.audit import AuditTrail, RawJSON
 from cortex_core.backends.kubernetes import ClusterView, KubernetesBackend
@@ -598,23 +599,23 @@ class System:
             raise
         system = cls(settings, services, embedded, backend)
         if embedded is not None and embedded.owned:
-            system._spawn(system._keep_embedded_up())
+            system._spawn(system._keep_embedded_up(), "embedded redis keeper")
         if isinstance(backend, LocalBackend) and supervise:
-            system._spawn(backend.supervise())
+            system._spawn(backend.supervise(), "local supervisor")
         if isinstance(backend, KubernetesBackend) and start_workers:
             # The console watches the pods; one-shot commands look once.
-            system._spawn(backend.poll())
+            system._spawn(backend.poll(), "kubernetes poller")
         try:
             yield system
         finally:
             await system._shutdown()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        self._background.append(asyncio.ensure_future(coro))
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._background.append(asyncio.create_task(coro, name=name))
 
     def start_demo_load(self, *, trickle_seconds: float = 2.0) -> None:
         """The reference workload now, then a task every few seconds."""
-        self._spawn(self._demo(trickle_seconds))
+        self._spawn(self._demo(trickle_seconds), "demo load")
 
     async def _demo(self, trickle_seconds: float) -> None:
         rng = random.Random()
@@ -652,6 +653,7 @@ class System:
         """Wait up to ``seconds``; True as soon as the system is closing."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closing.wait(), timeout=seconds)
+        raise_if_cancelled()
         return self._closing.is_set()
 
     async def _shutdown(self) -> None:
@@ -664,7 +666,7 @@ class System:
         if self._background:
             _, stuck = await asyncio.wait(self._background, timeout=5.0)
             for job in stuck:
-                logger.error("shutdown: %s did not stop in 5s", job.get_coro())
+                logger.error("shutdown: a loop did not stop in 5s: %s", where(job))
         if self.backend is not None:
             await self.backend.stop_all()
         await self.services.close()

@@ -24,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from cortex_core.aio import raise_if_cancelled, where
 from cortex_core.audit import AuditTrail
 from cortex_core.errors import TaskValidationError
 from cortex_core.executor import ExecutionError, Executor
@@ -157,13 +158,16 @@ class Worker:
         )
         with contextlib.suppress(*_OUTAGE_ERRORS, RedisError):
             await self.limiter.sync_clock()
+        every = self._every
         helpers = [
-            asyncio.create_task(self._every(2.0, self._beat, "heartbeat")),
+            asyncio.create_task(every(2.0, self._beat, "heartbeat"), name="heartbeat"),
             asyncio.create_task(
-                self._every(self.lease_ms / 3000, self._renew, "lease renewal")
+                every(self.lease_ms / 3000, self._renew, "lease renewal"),
+                name="lease renewal",
             ),
             asyncio.create_task(
-                self._every(self.reap_interval, self._reap, "reaper", jitter=True)
+                every(self.reap_interval, self._reap, "reaper", jitter=True),
+                name="reaper",
             ),
         ]
         current = asyncio.current_task()
@@ -178,11 +182,11 @@ class Worker:
             for h in helpers:
                 h.cancel()
             _, stuck = await asyncio.wait(helpers, timeout=5.0)
-            if stuck:
+            for loop in stuck:
                 logger.error(
-                    "worker %s: %d helper loops did not stop",
+                    "worker %s: a helper loop did not stop in 5s: %s",
                     self.worker_id,
-                    len(stuck),
+                    where(loop),
                 )
             with contextlib.suppress(*_OUTAGE_ERRORS, RedisError):
                 await self.heartbeats.remove(self.worker_id)
@@ -530,11 +534,7 @@ class Worker:
             except RedisError:
                 logger.exception("worker %s: %s failed", self.worker_id, what)
                 delay = interval
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                # redis-py's wait_for can swallow a cancel that lands as a
-                # command completes; honour it here instead of looping on.
-                raise asyncio.CancelledError
+            raise_if_cancelled()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), timeout=delay)
 

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from helpers import (
     worker_process,
 )
 
+from cortex_core.aio import where
 from cortex_core.config import Settings
 from cortex_core.executor import Execution, ExecutionError, SimulatedExecutor
 from cortex_core.heartbeat import WorkerInfo
@@ -422,11 +424,21 @@ async def test_stop_right_after_start_ends_the_worker(settings: Settings) -> Non
         sv = await Services.connect(settings, settings.redis_url, name="early")
         try:
             worker = make_worker(sv, worker_id=f"early-{turns}")
-            job = asyncio.create_task(worker.run())
+            job = asyncio.create_task(worker.run(), name=f"early-{turns}")
             for _ in range(turns):
                 await asyncio.sleep(0)
             worker.stop()
-            ended = await finish(job, timeout=5)
+            done, _ = await asyncio.wait({job}, timeout=5)
+            if not done:
+                # Slower than it should be; where everything waits says why.
+                stacks = [where(t) for t in asyncio.all_tasks()]
+                warnings.warn(
+                    f"run() still running 5s after stop() ({turns} turns): "
+                    + " | ".join(stacks),
+                    stacklevel=1,
+                )
+            # The bound: 5s for the helper loops, then one heartbeat removal.
+            ended = await finish(job, timeout=20)
             assert ended, f"run() hung after stop() {turns} loop turns after start"
         finally:
             await sv.close()

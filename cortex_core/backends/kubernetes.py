@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, overload
 
+from cortex_core.aio import raise_if_cancelled
 from cortex_core.cluster.api import Call, ClusterAPI, quantity
 from cortex_core.config import Settings
 from cortex_core.errors import BackendError, ClusterError
@@ -176,6 +177,7 @@ class KubernetesBackend:
                         self.namespace,
                         self.deployment,
                     )
+                raise_if_cancelled()
                 await asyncio.sleep(interval)
         finally:
             self._polling = False

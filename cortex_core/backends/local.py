@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 import redis.asyncio as aioredis
 
+from cortex_core.aio import raise_if_cancelled
 from cortex_core.audit import AuditTrail
 from cortex_core.config import MAX_LOCAL_WORKERS, Settings
 from cortex_core.errors import BackendError
@@ -167,6 +168,7 @@ class LocalBackend:
             for name, code in self._collect_exits():
                 await self.settle_crash(name, code)
             self._converge()
+            raise_if_cancelled()
             await asyncio.sleep(interval)
 
     def reconcile(self) -> list[tuple[str, int]]:
