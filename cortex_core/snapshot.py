@@ -272,6 +272,8 @@ class ScaleInfo:
     owner: str
     """``nothing``, ``local supervisor`` or ``autoscaler``, with detail."""
     can_scale: bool
+    maximum: int = 0
+    """The largest count the backend accepts; 0 where nothing can scale."""
 
 
 class Control(Protocol):

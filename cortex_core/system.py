@@ -20,10 +20,14 @@ from cortex_core import alerts, connection
 from cortex_core.aio import raise_if_cancelled, where
 from cortex_core.apistatus import ApiStatus, read_api_status
 from cortex_core.audit import AuditTrail, RawJSON
-from cortex_core.backends.kubernetes import ClusterView, KubernetesBackend
+from cortex_core.backends.kubernetes import (
+    MAX_REPLICAS,
+    ClusterView,
+    KubernetesBackend,
+)
 from cortex_core.backends.local import LocalBackend
 from cortex_core.cluster.api import ClusterAPI
-from cortex_core.config import Settings
+from cortex_core.config import MAX_LOCAL_WORKERS, Settings
 from cortex_core.embedded import EmbeddedRedis
 from cortex_core.errors import (
     BackendError,
@@ -350,6 +354,7 @@ class ControlPlane:
                 if scaler is not None
                 else "nothing (the Deployment's replicas)",
                 can_scale=view.desired is not None,
+                maximum=MAX_REPLICAS,
             )
         running = sum(r.state == "running" for r in self.backend.rows())
         if await self.backend.supervisor_alive():
@@ -359,7 +364,9 @@ class ControlPlane:
         if not self.backend.rows():
             running = len(await self.services.heartbeats.alive())
         desired = await self.backend.read_desired()
-        return ScaleInfo(running, desired, owner, can_scale=True)
+        return ScaleInfo(
+            running, desired, owner, can_scale=True, maximum=MAX_LOCAL_WORKERS
+        )
 
     async def tasks(
         self, view: str, task_filter: TaskFilter, offset: int = 0, limit: int = 200

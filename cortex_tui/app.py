@@ -273,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.refresh <= 0:
         parser.error("--refresh must be positive")
+    if not 1 <= args.port <= 65535:
+        parser.error(f"--port must be from 1 to 65535, not {args.port}")
     if args.serve:
         return serve(sys.argv[1:] if argv is None else list(argv), args.host, args.port)
     try:
@@ -352,7 +354,14 @@ def serve(argv: list[str], host: str, port: int) -> int:
         inner = [a for a in inner if not a.startswith(f"{flag}=")]
     command = shlex.join([sys.executable, "-m", "cortex_tui", *inner])
     print(f"cortex-tui: serving on http://{host}:{port}", flush=True)
-    Server(command, host=host, port=port, title="cortex").serve()
+    try:
+        Server(command, host=host, port=port, title="cortex").serve()
+    except OSError as err:
+        print(
+            f"cortex-tui: cannot serve on {host}:{port}: {err.strerror}",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 

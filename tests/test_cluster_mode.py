@@ -57,6 +57,9 @@ async def test_snapshot_joins_pods_with_heartbeats(
         assert (h.kube_context, h.kube_namespace) == ("fake", "cortex")
         assert h.autoscaler == "keda cortex-worker pinned at 3"
         assert h.pinned == 3 and h.desired_workers == 3
+        info = await system.control.scale_info()
+        assert (info.desired, info.can_scale, info.maximum) == (3, True, 500)
+        assert info.owner == "autoscaler keda cortex-worker pinned at 3"
         rows = {w.name: w for w in snap.workers}
         assert set(rows) == {"cortex-worker-a", "cortex-worker-b"}
         a, b = rows["cortex-worker-a"], rows["cortex-worker-b"]

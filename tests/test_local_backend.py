@@ -12,9 +12,9 @@ import pytest
 from helpers import make_task, pid_alive, wait_for
 
 from cortex_core.backends.local import LocalBackend, ProcessRow
-from cortex_core.config import Settings
+from cortex_core.config import MAX_LOCAL_WORKERS, Settings
 from cortex_core.heartbeat import WorkerInfo
-from cortex_core.system import Services
+from cortex_core.system import ControlPlane, Services
 
 
 @pytest.fixture
@@ -218,3 +218,14 @@ async def test_a_task_that_crashes_its_worker_is_dead_lettered(
     assert services.audit.flush(timeout=10)
     kinds = [r["kind"] for r in services.audit.history(bad.id)]
     assert kinds[-1] == "dead", kinds
+
+
+async def test_scale_info_says_the_count_its_owner_and_the_limit(
+    backend: LocalBackend, services: Services
+) -> None:
+    control = ControlPlane(services, backend)
+    await backend.set_desired(3)
+    info = await control.scale_info()
+    assert (info.current, info.desired, info.can_scale) == (0, 3, True)
+    assert info.maximum == MAX_LOCAL_WORKERS == 64
+    assert info.owner.startswith("nothing (no supervisor runs")

@@ -15,7 +15,7 @@ from cortex_tui import formatting
 from cortex_tui.screens.confirm import ConfirmScreen
 
 MAX_WORKERS = 1000
-"""The largest count the dialog accepts."""
+"""The largest count the dialog accepts before the backend has said its own."""
 
 
 class ScaleScreen(ModalScreen[int | None]):
@@ -74,8 +74,9 @@ class ScaleScreen(ModalScreen[int | None]):
             count = int(text)
         except ValueError:
             count = -1
-        if not 0 <= count <= MAX_WORKERS:
-            error.update(f"count: a whole number from 0 to {MAX_WORKERS}")
+        most = self._info.maximum if self._info and self._info.maximum else MAX_WORKERS
+        if not 0 <= count <= most:
+            error.update(f"count: a whole number from 0 to {most}")
             error.display = True
             return
         if count == 0:

@@ -309,7 +309,11 @@ class FixedControl:
     async def scale_info(self) -> ScaleInfo:
         self.calls.append(("scale_info", ()))
         return ScaleInfo(
-            current=2, desired=self.desired, owner="local supervisor", can_scale=True
+            current=2,
+            desired=self.desired,
+            owner="local supervisor",
+            can_scale=True,
+            maximum=64,
         )
 
     async def tasks(

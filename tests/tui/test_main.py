@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,3 +107,26 @@ def test_main_refuses_a_refresh_that_is_not_positive(
 def test_the_app_refuses_a_refresh_that_is_not_positive() -> None:
     with pytest.raises(ValueError, match="refresh_seconds"):
         CortexApp(FixedControl(), refresh_seconds=0)
+
+
+@pytest.mark.parametrize("port", ["0", "99999", "-1"])
+def test_serve_refuses_a_port_out_of_range(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--serve", "--port", port])
+    assert exited.value.code == 2
+    assert f"--port must be from 1 to 65535, not {port}" in capsys.readouterr().err
+
+
+def test_serve_on_a_busy_port_is_one_line_not_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["--serve", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cortex-tui: cannot serve on 127.0.0.1:{port}:" in err
+    assert "address already in use" in err and "Traceback" not in err
