@@ -230,7 +230,11 @@ class TaskPage:
     scanned: int
     """Tasks read for this page; the next page starts at offset + scanned."""
     total: int
-    """Tasks in the list before free-text and category filtering."""
+    """Tasks in the list; see ``exact`` for what the filter did to it."""
+    exact: bool = True
+    """True when ``total`` counts only tasks the filter matches. Free text,
+    categories, and priorities of running or dead tasks are not indexed:
+    then ``total`` is the length of the list the filter was applied to."""
 
 
 @dataclass(frozen=True)

@@ -386,7 +386,16 @@ class ControlPlane:
         window = limit if task_filter.empty else min(MAX_PAGE, 5 * limit)
         ids, total = await queue.page(states, priorities, offset, window)
         rows = [r for r in await queue.rows(ids) if task_filter.matches(r)]
-        return TaskPage(rows=rows[:limit], offset=offset, scanned=len(ids), total=total)
+        unindexed_priority = bool(task_filter.priorities) and bool(
+            {"running", "dead"} & set(states)
+        )
+        exact = not (task_filter.text or task_filter.categories or unindexed_priority)
+        kept = rows[:limit]
+        # A page cut short by ``limit`` resumes after the last row it shows.
+        scanned = len(ids) if len(rows) <= limit else ids.index(kept[-1].task_id) + 1
+        return TaskPage(
+            rows=kept, offset=offset, scanned=scanned, total=total, exact=exact
+        )
 
     async def task_detail(self, task_id: str) -> TaskDetail:
         sv = self.services

@@ -90,10 +90,20 @@ async def test_tasks_list_running_pending_dead_in_order(
     assert page.total == 4
     dead = await control.tasks("dead", TaskFilter())
     assert [(r.task_id, r.reason) for r in dead.rows] == [(gone.id, "not needed")]
+    assert page.exact
     only_low = await control.tasks("tasks", TaskFilter.parse("priority:low"))
     assert [r.task_id for r in only_low.rows] == [low.id, gone.id]
+    # Running and dead tasks are not indexed by priority: the total is the
+    # length of the list the filter looked through, and the page says so.
+    assert (only_low.total, only_low.exact) == (3, False)
+    pending_low = await control.tasks(
+        "tasks", TaskFilter.parse("priority:low status:pending")
+    )
+    assert [r.task_id for r in pending_low.rows] == [low.id]
+    assert (pending_low.total, pending_low.exact) == (1, True)
     text = await control.tasks("tasks", TaskFilter.parse(high.id[-8:]))
     assert [r.task_id for r in text.rows] == [high.id]
+    assert (text.total, text.exact) == (4, False)
 
 
 async def test_done_tasks_come_from_the_event_stream(
@@ -124,6 +134,27 @@ async def test_pages_walk_the_pending_lists(
         seen += [r.task_id for r in page.rows]
         offset += page.scanned
     assert seen == [t.id for t in tasks]
+
+
+async def test_filtered_pages_skip_no_match(
+    services: Services, control: ControlPlane
+) -> None:
+    """A filtered page reads a wider window than it shows; the next page starts
+    after the last row shown, so matches beyond the limit are not skipped."""
+    tasks = [task("medium", category=c) for _ in range(12) for c in ("cicd", "dev")]
+    await services.enqueue(tasks)
+    wanted = [t.id for t in tasks if t.category == "cicd"]
+    seen: list[str] = []
+    offset = 0
+    only = TaskFilter.parse("category:cicd")
+    while True:
+        page = await control.tasks("tasks", only, offset=offset, limit=5)
+        if not page.scanned:
+            break
+        assert len(page.rows) <= 5 and not page.exact
+        seen += [r.task_id for r in page.rows]
+        offset += page.scanned
+    assert seen == wanted
 
 
 async def test_snapshot_and_page_round_trips_do_not_grow_with_the_backlog(

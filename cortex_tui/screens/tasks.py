@@ -175,10 +175,15 @@ class TaskListScreen(ViewScreen):
         if page is not None:
             first = page.offset + 1 if page.scanned else page.offset
             last = page.offset + page.scanned
-            parts.append(
+            window = (
                 f"{formatting.count(first)} to {formatting.count(last)} "
                 f"of {formatting.count(page.total)}"
             )
+            if not page.exact:
+                # The filter is applied to a window of the list, not counted
+                # over all of it: say how many of the window matched.
+                window = f"{formatting.count(len(page.rows))} matching in {window}"
+            parts.append(window)
         if self.filter_text:
             parts.append(f"filter: {self.filter_text}")
         table = self.table

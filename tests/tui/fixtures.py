@@ -333,6 +333,7 @@ class FixedControl:
             offset=offset,
             scanned=len(window),
             total=len(rows),
+            exact=not (task_filter.text or task_filter.categories),
         )
 
     async def task_detail(self, task_id: str) -> TaskDetail:

@@ -122,10 +122,16 @@ async def test_slash_filters_as_typed_then_asks_the_server(
         assert control.calls_to("tasks")[-1][1] == TaskFilter(
             priorities=frozenset({"high"})
         )
+        status = str(app.screen.query_one("#list-status").render())
+        assert "1 to 2 of 2 · filter: priority:high" in status
         await pilot.press("slash", "space", *"category:cicd", "enter")  # add a term
         await settle(pilot)
         assert app.screen.filter_text == "priority:high category:cicd"  # type: ignore[attr-defined]
         assert shown_ids(app) == []
+        # Categories are not counted over the whole list: the status says
+        # how many of the window read matched, not a total it does not know.
+        status = str(app.screen.query_one("#list-status").render())
+        assert "0 matching in 1 to 2 of 2" in status
         await pilot.press("slash", "escape")  # escape clears the filter
         await settle(pilot)
         assert shown_ids(app) == [t.task_id for t in TASKS]
