@@ -38,6 +38,8 @@ IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 DONE_RETENTION_MS = 7 * 24 * 3600 * 1000
 #: Longest single blocking pop; below ``connection.COMMAND_TIMEOUT``.
 MAX_BLOCK_SECONDS = 4.0
+#: The reason a task an operator cancelled carries in the dead letters.
+CANCEL_REASON = "cancelled by the operator"
 #: Tasks one enqueue script takes; a longer batch is several, pipelined.
 ENQUEUE_CHUNK = 200
 _PRIORITY_NAMES = [str(p) for p in PRIORITIES]
@@ -667,7 +669,7 @@ class TaskQueue:
             dead=[_text(i) for i in replies[5]],
         )
 
-    async def cancel(self, task_id: str, reason: str = "cancelled") -> None:
+    async def cancel(self, task_id: str, reason: str = CANCEL_REASON) -> None:
         """Take a pending task off its queue into the dead letters."""
         reply = await self._cancel(
             [self.keys.task(task_id), self.keys.dead, self.keys.events, *self._pending],

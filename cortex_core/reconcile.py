@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from cortex_core.audit import AuditTrail
 from cortex_core.models import PRIORITIES, Task, TaskState, describe_validation_error
 from cortex_core.queue import (
+    CANCEL_REASON,
     IDEMPOTENCY_TTL_MS,
     Inventory,
     RestoreEntry,
@@ -47,6 +48,8 @@ _STATE_AFTER = {
     "requeued": "pending",
     "crashed": "pending",
     "dead": "dead",
+    "cancelled": "dead",
+    "deleted": "deleted",
 }
 _RESTORE_BATCH = 500
 
@@ -91,6 +94,8 @@ class VerifyReport:
     tasks_in_trail: int
     differences: list[Difference]
     expired_done: int = 0
+    deleted: int = 0
+    """Dead tasks an operator deleted: gone from Redis, as they should be."""
 
     @property
     def ok(self) -> bool:
@@ -102,13 +107,15 @@ class VerifyReport:
             "tasks_in_redis": self.tasks_in_redis,
             "tasks_in_trail": self.tasks_in_trail,
             "expired_done": self.expired_done,
+            "deleted": self.deleted,
             "differences": [d.to_json() for d in self.differences],
         }
 
     def render(self) -> str:
         lines = [
             f"{self.tasks_in_redis} tasks in Redis, {self.tasks_in_trail} in the "
-            f"audit trail ({self.expired_done} done and past retention)"
+            f"audit trail ({self.expired_done} done and past retention, "
+            f"{self.deleted} deleted)"
         ]
         if self.ok:
             lines.append("Redis and the audit trail agree")
@@ -213,7 +220,10 @@ def _fold(task_id: str, items: list[tuple[float, int, dict[str, Any]]]) -> Trail
         if kind in ("retry", "dead", "crashed"):
             reason = rec.get("reason")
             t.reason = reason if isinstance(reason, str) else t.reason
-        if kind == "dead":
+        if kind == "cancelled":
+            reason = rec.get("reason")
+            t.reason = reason if isinstance(reason, str) else CANCEL_REASON
+        if kind in ("dead", "cancelled"):
             t.finished_at = at
     return t
 
@@ -227,9 +237,12 @@ async def verify(
     now = time.time() if now is None else now
     retention = queue.done_retention_ms / 1000
     diffs = _structure(inv)
-    expired = 0
+    expired = deleted = 0
     for task_id, t in sorted(tasks.items()):
         redis_state = inv.states.get(task_id)
+        if redis_state is None and t.state == "deleted":
+            deleted += 1
+            continue
         if redis_state is None:
             finished = t.finished_at
             old = finished is not None and now - finished >= retention > 0
@@ -253,6 +266,7 @@ async def verify(
         tasks_in_trail=len(tasks),
         differences=diffs,
         expired_done=expired,
+        deleted=deleted,
     )
 
 
@@ -363,6 +377,8 @@ def _count(report: RestoreReport, e: RestoreEntry) -> None:
 def _entry(
     t: TrailTask, now: float, retention_ms: int, report: RestoreReport
 ) -> RestoreEntry | None:
+    if t.state == "deleted":
+        return None  # an operator's choice, not a loss
     if t.task is None:
         report.skipped.append(
             Difference(t.task_id, "", t.state, "trail has no enqueued record")

@@ -42,7 +42,7 @@ from cortex_core.heartbeat import Heartbeats, WorkerInfo
 from cortex_core.keys import Keyspace
 from cortex_core.limiter import Limits, RateLimiter
 from cortex_core.models import KNOWN_CATEGORIES, PRIORITIES, Priority, Task
-from cortex_core.queue import TaskQueue
+from cortex_core.queue import CANCEL_REASON, TaskQueue
 from cortex_core.resultcache import ResultCache
 from cortex_core.snapshot import (
     Header,
@@ -451,8 +451,10 @@ class ControlPlane:
 
     async def cancel(self, task_id: str) -> None:
         self._check_writable("cancel")
-        await self.services.queue.cancel(task_id, "cancelled by the operator")
-        self.services.audit.record(task_id, "cancelled", by="console")
+        await self.services.queue.cancel(task_id, CANCEL_REASON)
+        self.services.audit.record(
+            task_id, "cancelled", by="console", reason=CANCEL_REASON
+        )
 
     async def pause(self, priority: Priority | None = None) -> None:
         self._check_writable("pause")

@@ -11,7 +11,8 @@ from helpers import make_task, make_worker, run_cli, running, wait_for
 from cortex_core import reconcile
 from cortex_core.executor import Execution
 from cortex_core.models import Task
-from cortex_core.system import Services
+from cortex_core.queue import CANCEL_REASON
+from cortex_core.system import ControlPlane, Services
 
 
 class CountingExecutor:
@@ -79,6 +80,33 @@ async def test_verify_agrees_on_a_consistent_history(services: Services) -> None
     report = await reconcile.verify(services.queue, services.audit)
     assert report.differences == []
     assert report.ok and report.tasks_in_redis == report.tasks_in_trail == 4
+
+
+async def test_an_operators_cancel_and_delete_are_not_differences(
+    services: Services,
+) -> None:
+    """A task cancelled from the console is dead with the cancel's reason in
+    both places; a dead task deleted from the console is gone from Redis as
+    the trail says it should be, and restore does not bring it back."""
+    await _history(services)
+    control = ControlPlane(services, None)
+    kept, dropped = make_task("cicd", "low"), make_task("security", "low")
+    await services.enqueue([kept, dropped])
+    await control.cancel(kept.id)
+    await control.cancel(dropped.id)
+    await control.delete_dead(dropped.id)
+    assert services.audit.flush(timeout=10)
+    report = await reconcile.verify(services.queue, services.audit)
+    assert report.differences == [], report.render()
+    assert report.deleted == 1 and "1 deleted" in report.render()
+    await _lose_redis(services)
+    restored = await reconcile.restore(services.queue, services.audit)
+    assert restored.restored == {"pending": 2, "dead": 2, "done": 1}
+    assert restored.skipped == []
+    back = await services.queue.get(kept.id)
+    assert (back.state, back.reason) == ("dead", CANCEL_REASON)
+    assert (await services.queue.rows([dropped.id])) == []
+    assert (await reconcile.verify(services.queue, services.audit)).ok
 
 
 async def test_verify_lists_every_difference(services: Services) -> None:
