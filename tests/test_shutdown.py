@@ -302,11 +302,12 @@ async def test_shutdown_is_bounded_when_a_loop_swallows_its_cancel(
 
     caplog.set_level(logging.ERROR, logger="cortex_core.system")
     async with System.open(settings, start_workers=False) as system:
-        system._spawn(stubborn())
+        system._spawn(stubborn(), "stubborn loop")
         (left,) = system._background
         await started.wait()
     assert not left.done()
-    assert "did not stop in 5s" in caplog.text
+    assert "a loop did not stop in 5s: stubborn loop at " in caplog.text
+    assert "stubborn" in caplog.text.split("stubborn loop at ", 1)[1]
     release.set()
     await left
 
