@@ -3,12 +3,16 @@
 It listens on a free loopback port with a random password, keeps its data
 append-only (fsync every second) in the data folder, and refuses to evict.
 A second cortex command on the same data folder finds the running server
-through ``server.json`` and uses it instead of starting another.
+through ``server.json`` and uses it instead of starting another. Starting and
+restarting hold ``server.lock`` (an flock), so two processes never start two
+servers on one folder's data; any process that uses the server may restart
+it after it died, on the same address, whichever process started it first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -18,6 +22,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -30,6 +35,7 @@ from cortex_core.errors import EmbeddedRedisError
 logger = logging.getLogger(__name__)
 
 _STATE_FILE = "server.json"
+_LOCK_FILE = "server.lock"
 
 #: Servers this process started and left to other processes that use them.
 _LEFT_RUNNING: list[subprocess.Popen[bytes]] = []
@@ -76,6 +82,11 @@ class EmbeddedRedis:
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(data_dir, 0o700)
+        with _locked(data_dir):
+            return cls._start_locked(data_dir, timeout)
+
+    @classmethod
+    def _start_locked(cls, data_dir: Path, timeout: float) -> EmbeddedRedis:
         running = cls._find_running(data_dir)
         if running is not None:
             logger.info(
@@ -173,27 +184,48 @@ class EmbeddedRedis:
             client.close()
         raise EmbeddedRedisError(f"redis-server did not answer within {timeout:.0f}s")
 
+    def alive(self) -> bool:
+        """True while the server process runs (this process's or another's)."""
+        if self._process is not None:
+            return self._process.poll() is None
+        try:
+            proc = psutil.Process(self.pid)
+            return proc.status() != psutil.STATUS_ZOMBIE and "redis" in proc.name()
+        except psutil.Error:
+            return False
+
     def revive(self, timeout: float = 15.0) -> bool:
-        """Start the server again if this process started it and it died.
+        """Start the server again if it died, whoever started it.
 
         It comes back on the same port with the same password and data, so
-        every client reconnects to it by itself. True when it was restarted.
+        every client reconnects to it by itself. If another process using it
+        restarted it first, this one adopts that server. True when this call
+        restarted it; this process then owns it.
         """
-        if not self.owned or self._process is None:
+        if self.alive():
             return False
-        code = self._process.poll()
-        if code is None:
-            return False
-        logger.warning(
-            "embedded redis: pid %d exited with code %d; starting it again",
-            self.pid,
-            code,
-        )
-        self._process = _launch(find_redis_server(), self.data_dir / "redis.conf")
-        self.pid = self._process.pid
-        self._wait_ready(timeout)
-        state = self.data_dir / _STATE_FILE
-        state.write_text(json.dumps({"pid": self.pid, "url": self.url}))
+        with _locked(self.data_dir):
+            running = self._find_running(self.data_dir)
+            if running is not None and running.url == self.url:
+                logger.info(
+                    "embedded redis: pid %d was started again by another process",
+                    running.pid,
+                )
+                if self._process is not None:
+                    self._process.wait(1)
+                self.pid, self.owned, self._process = running.pid, False, None
+                return False
+            logger.warning(
+                "embedded redis: pid %d is gone; starting it again", self.pid
+            )
+            if self._process is not None:
+                self._process.wait(1)
+            self._process = _launch(find_redis_server(), self.data_dir / "redis.conf")
+            self.pid, self.owned = self._process.pid, True
+            self._wait_ready(timeout)
+            state = self.data_dir / _STATE_FILE
+            state.write_text(json.dumps({"pid": self.pid, "url": self.url}))
+            os.chmod(state, 0o600)
         logger.info("embedded redis: running again (pid %d)", self.pid)
         return True
 
@@ -262,6 +294,17 @@ class EmbeddedRedis:
         with contextlib.suppress(OSError):
             (self.data_dir / _STATE_FILE).unlink()
         logger.info("embedded redis: stopped (pid %d), its last user gone", self.pid)
+
+
+@contextlib.contextmanager
+def _locked(data_dir: Path) -> Iterator[None]:
+    """Hold the data folder's start lock (released if the process dies)."""
+    fd = os.open(data_dir / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _launch(binary: str, conf: Path) -> subprocess.Popen[bytes]:

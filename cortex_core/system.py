@@ -357,10 +357,13 @@ class ControlPlane:
                 maximum=MAX_REPLICAS,
             )
         running = sum(r.state == "running" for r in self.backend.rows())
-        if await self.backend.supervisor_alive():
-            owner = "local supervisor"
-        else:
+        pid = await self.backend.supervisor_pid()
+        if pid is None:
             owner = "nothing (no supervisor runs; the count is only recorded)"
+        elif self.backend.leading:
+            owner = "local supervisor (this process)"
+        else:
+            owner = f"local supervisor (pid {pid}; this process stands by)"
         if not self.backend.rows():
             running = len(await self.services.heartbeats.alive())
         desired = await self.backend.read_desired()
@@ -603,12 +606,15 @@ class System:
                 )
                 if await backend.supervisor_alive():
                     # Another process (cortex up, another console) runs the
-                    # local workers; this one reads and changes the count.
-                    logger.info("local backend: another supervisor runs the workers")
+                    # local workers; this one stands by to take them over.
+                    logger.info(
+                        "local backend: another supervisor runs the workers; "
+                        "standing by"
+                    )
                     backend.desired = await backend.read_desired()
                 else:
                     await backend.set_desired(settings.workers)
-                    supervise = True
+                supervise = True
         except BaseException:
             # Nothing started here may outlive a failed start.
             await services.close()
@@ -616,7 +622,7 @@ class System:
                 embedded.stop()
             raise
         system = cls(settings, services, embedded, backend)
-        if embedded is not None and embedded.owned:
+        if embedded is not None:
             system._spawn(system._keep_embedded_up(), "embedded redis keeper")
         if isinstance(backend, LocalBackend) and supervise:
             system._spawn(backend.supervise(), "local supervisor")
@@ -659,7 +665,7 @@ class System:
             logger.exception("demo: load generator stopped")
 
     async def _keep_embedded_up(self, interval: float = 1.0) -> None:
-        """Start the embedded Redis again if it dies under this process."""
+        """Start the embedded Redis again if it dies, whoever started it."""
         assert self.embedded is not None
         while not await self._closing_within(interval):
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from collections.abc import AsyncIterator
 
@@ -229,3 +230,99 @@ async def test_scale_info_says_the_count_its_owner_and_the_limit(
     assert (info.current, info.desired, info.can_scale) == (0, 3, True)
     assert info.maximum == MAX_LOCAL_WORKERS == 64
     assert info.owner.startswith("nothing (no supervisor runs")
+
+
+def _second(backend: LocalBackend, services: Services) -> LocalBackend:
+    """Another process's backend on the same Redis (as a second console)."""
+    return LocalBackend(
+        backend.settings,
+        redis_url=services.url,
+        client=services.client,
+        keys=services.keys,
+        extra_env=backend.extra_env,
+        audit=services.audit,
+    )
+
+
+async def test_one_supervisor_at_a_time_and_the_other_takes_over(
+    backend: LocalBackend, services: Services
+) -> None:
+    """Two supervisors: one runs the workers, the other stands by; when the
+    first stops, the second starts the desired count itself."""
+    other = _second(backend, services)
+    await backend.set_desired(2)
+    first = asyncio.create_task(backend.supervise(interval=0.1))
+    await wait_for(lambda: backend.leading, "the first supervisor to lead")
+    second = asyncio.create_task(other.supervise(interval=0.1))
+    try:
+        old = await _beating(services, {"local-1", "local-2"})
+        await asyncio.sleep(0.5)  # several turns of the standby's loop
+        assert not other.leading and other.processes == {}
+        assert await backend.supervisor_pid() == os.getpid()
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        await backend.stop_all(grace=1)  # what a console's quit does
+
+        async def taken_over() -> bool:
+            beats = await _beats(services)
+            pids = {p.pid for p in other.processes.values()}
+            return (
+                other.leading
+                and set(beats) == {"local-1", "local-2"}
+                and {b.pid for b in beats.values()} == pids
+            )
+
+        await wait_for(taken_over, "the standby to run the workers")
+        assert not {p.pid for p in old.values()} & {
+            p.pid for p in other.processes.values()
+        }
+        assert await other.supervisor_alive()
+    finally:
+        for job in (first, second):
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+        await other.stop_all(grace=1)
+
+
+async def test_a_standby_quitting_leaves_the_supervisor_alone(
+    backend: LocalBackend, services: Services
+) -> None:
+    other = _second(backend, services)
+    await backend.set_desired(0)
+    first = asyncio.create_task(backend.supervise(interval=0.1))
+    second = asyncio.create_task(other.supervise(interval=0.1))
+    try:
+        await wait_for(lambda: backend.leading or other.leading, "a leader")
+        leader, standby = (backend, other) if backend.leading else (other, backend)
+        await standby.stop_all(grace=1)
+        await asyncio.sleep(0.3)
+        assert leader.leading and await leader.supervisor_alive()
+    finally:
+        for job in (first, second):
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+        await other.stop_all(grace=1)
+
+
+async def test_a_supervisor_that_lost_its_key_stops_its_workers(
+    backend: LocalBackend, services: Services
+) -> None:
+    """A holder that stalled past its key's expiry, and found another process
+    holding it, stops its own workers: never two sets of local-1, local-2."""
+    await backend.set_desired(1)
+    job = asyncio.create_task(backend.supervise(interval=0.1))
+    try:
+        (beat,) = (await _beating(services, {"local-1"})).values()
+        await services.client.set(
+            services.keys.backend_supervisor, json.dumps({"pid": 1}), px=60_000
+        )
+        await wait_for(lambda: not backend.leading, "the lost lead to be seen")
+        await wait_for(lambda: not pid_alive(beat.pid), "its worker to stop")
+        assert await backend.supervisor_pid() == 1
+    finally:
+        job.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await job

@@ -7,6 +7,7 @@ place: flags before the command, and a data folder that cannot be used.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import fcntl
 import logging
 import os
@@ -35,7 +36,9 @@ from helpers import (
 )
 from redis.exceptions import RedisError
 
+from cortex_core.backends.local import LocalBackend
 from cortex_core.config import Settings
+from cortex_core.embedded import EmbeddedRedis
 from cortex_core.system import Services, System
 
 
@@ -343,6 +346,89 @@ async def test_a_second_console_keeps_redis_when_the_first_quits(
     finally:
         await second_cm.__aexit__(None, None, None)
     assert not pid_alive(pid), "the last console left Redis running"
+
+
+async def test_the_console_left_with_redis_starts_it_again_if_it_dies(
+    tmp_path: Path,
+) -> None:
+    """The console that started Redis quit; the one still using it brings it
+    back after a kill -9, and stops it when it quits itself."""
+    settings = _embedded_settings(tmp_path)
+    async with System.open(settings, start_workers=False) as first:
+        second_cm = System.open(settings, start_workers=False)
+        second = await second_cm.__aenter__()
+    try:
+        assert second.embedded is not None and not second.embedded.owned
+        old = second.embedded.pid
+        os.kill(old, signal.SIGKILL)
+        await wait_for(
+            lambda: second.embedded is not None and second.embedded.pid != old,
+            "a new redis-server",
+        )
+        assert second.embedded.owned
+        assert await wait_for(lambda: _pings(second), "Redis to answer again")
+        await second.services.enqueue([make_task()])
+    finally:
+        await second_cm.__aexit__(None, None, None)
+    assert first.embedded is not None
+    assert not pid_alive(second.embedded.pid)
+
+
+async def test_the_second_console_runs_the_workers_when_the_first_quits(
+    tmp_path: Path,
+) -> None:
+    """Both consoles start with workers: the first supervises them, the second
+    stands by, and takes over (new processes, same count) when the first
+    quits. The scale dialog names who supervises."""
+    settings = _embedded_settings(tmp_path).replace(workers=1)
+    first_cm = System.open(settings, start_workers=True)
+    first = await first_cm.__aenter__()
+    try:
+        second_cm = System.open(settings, start_workers=True)
+        second = await second_cm.__aenter__()
+    except BaseException:
+        await first_cm.__aexit__(None, None, None)
+        raise
+    try:
+        assert isinstance(first.backend, LocalBackend)
+        assert isinstance(second.backend, LocalBackend)
+        await wait_for(lambda: _beating(second, 1), "the first console's worker")
+        (old,) = first.backend.processes.values()
+        assert second.backend.processes == {}
+        info = await second.control.scale_info()
+        assert info.owner == (
+            f"local supervisor (pid {os.getpid()}; this process stands by)"
+        )
+        await first_cm.__aexit__(None, None, None)
+        assert not pid_alive(old.pid)
+        await wait_for(
+            lambda: second.backend is not None and len(second.backend.processes) == 1,
+            "the second console to start a worker",
+        )
+        await wait_for(lambda: _beating(second, 1), "its worker's heartbeat")
+        info = await second.control.scale_info()
+        assert info.owner == "local supervisor (this process)"
+    finally:
+        await second_cm.__aexit__(None, None, None)
+
+
+async def _beating(system: System, count: int) -> bool:
+    return len(await system.services.heartbeats.alive()) == count
+
+
+def test_two_starts_at_once_run_one_server(tmp_path: Path) -> None:
+    """Processes starting on one data folder at the same moment share one
+    redis-server (two on the same append-only file would corrupt it)."""
+    data = tmp_path / "redis"
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        servers = list(pool.map(lambda _: EmbeddedRedis.start(data), range(4)))
+    try:
+        assert len({s.pid for s in servers}) == 1
+        assert len({s.url for s in servers}) == 1
+        assert sum(s.owned for s in servers) == 1
+    finally:
+        for s in sorted(servers, key=lambda s: s.owned):
+            s.stop(force=s.owned)
 
 
 async def test_the_console_starts_its_redis_again_if_it_dies(

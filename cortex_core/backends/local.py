@@ -4,6 +4,12 @@ The desired count lives in Redis (``backend:desired``) so that ``cortex scale``
 from another shell reaches the supervisor; the supervisor converges on it,
 restarts a worker that exits with an error, and reads each process's CPU and
 memory from the OS.
+
+One process supervises at a time: the one holding ``backend:supervisor``, a
+key with a short expiry that only its holder renews. Every other process that
+runs :meth:`LocalBackend.supervise` (a second console, ``cortex up``) stands
+by and takes the key, and the workers, when the holder quits or stops
+renewing. A holder that finds its key taken stops its own workers first.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -40,6 +47,23 @@ _HEALTHY_SECONDS = 10.0
 _CPU_SAMPLE_SECONDS = 0.5
 #: The reason the tasks of a worker that exited with an error are settled with.
 CRASH_REASON = "worker_crash"
+#: The supervisor key lives this many supervision intervals unrenewed.
+_LEAD_INTERVALS = 5
+
+# Renew the supervisor key only for its holder: 1 if renewed, else 0.
+_RENEW_LEAD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# Delete the supervisor key only for its holder.
+_DROP_LEAD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 @dataclass
@@ -107,6 +131,11 @@ class LocalBackend:
         self._slots: dict[str, _Slot] = {}
         self.desired = settings.workers
         self._supervising = False
+        self.leading = False
+        """True while this process holds the supervisor key and runs workers."""
+        self._lead_value = ""
+        self._renew_lead = client.register_script(_RENEW_LEAD)
+        self._drop_lead = client.register_script(_DROP_LEAD)
 
     # The desired count -------------------------------------------------------
 
@@ -144,25 +173,43 @@ class LocalBackend:
     async def supervisor_alive(self) -> bool:
         return bool(await self.client.exists(self.keys.backend_supervisor))
 
+    async def supervisor_pid(self) -> int | None:
+        """The pid of the process that supervises the workers; None if none
+        does, 0 if the key does not say."""
+        raw = await self.client.get(self.keys.backend_supervisor)
+        if raw is None:
+            return None
+        try:
+            pid = json.loads(raw)["pid"]
+        except (ValueError, KeyError, TypeError):
+            return 0
+        return pid if isinstance(pid, int) and pid > 0 else 0
+
     # Supervision -------------------------------------------------------------
 
     async def supervise(self, interval: float = 1.0) -> None:
-        """Converge on the desired count until cancelled or ``stop_all``."""
+        """Converge on the desired count until cancelled or ``stop_all``,
+        while this process holds the supervisor key; stand by until then."""
         self._supervising = True
+        self._lead_value = json.dumps(
+            {"pid": os.getpid(), "at": time.time(), "id": secrets.token_hex(6)}
+        )
+        ttl_ms = max(1, int(interval * 1000 * _LEAD_INTERVALS))
         while self._supervising:
             try:
+                await self._hold_lead(ttl_ms)
                 self.desired = await self.read_desired()
-                await self.client.set(
-                    self.keys.backend_supervisor,
-                    json.dumps({"pid": os.getpid(), "at": time.time()}),
-                    px=int(interval * 5000),
-                )
             except (OSError, ConnectionError, aioredis.RedisError) as err:
                 logger.debug("local backend: desired count unread (%s)", err)
             if not self._supervising:
                 # stop_all() ran while the read was out (a cancel redis-py
                 # swallowed): start nothing more.
                 break
+            if not self.leading:
+                self._collect_exits()  # workers stopped when the lead was lost
+                raise_if_cancelled()
+                await asyncio.sleep(interval)
+                continue
             # A crashed worker's tasks are settled before its name is used
             # again: the settling picks tasks by the worker's name.
             for name, code in self._collect_exits():
@@ -170,6 +217,29 @@ class LocalBackend:
             self._converge()
             raise_if_cancelled()
             await asyncio.sleep(interval)
+
+    async def _hold_lead(self, ttl_ms: int) -> None:
+        """Renew the supervisor key, or take it if nobody holds it."""
+        key = self.keys.backend_supervisor
+        if self.leading and await self._renew_lead([key], [self._lead_value, ttl_ms]):
+            return
+        if await self.client.set(key, self._lead_value, nx=True, px=ttl_ms):
+            if not self.leading:
+                self.leading = True
+                logger.info(
+                    "local backend: supervising the local workers (pid %d)",
+                    os.getpid(),
+                )
+            return
+        if self.leading:
+            logger.warning(
+                "local backend: another process took over supervision; "
+                "stopping this process's %d workers",
+                len(self.processes),
+            )
+            self.leading = False
+            for proc in self.processes.values():
+                self._terminate(proc)
 
     def reconcile(self) -> list[tuple[str, int]]:
         """Start, stop and restart processes to match ``self.desired``.
@@ -307,8 +377,12 @@ class LocalBackend:
         """SIGTERM every worker and wait for them; SIGKILL after ``grace``."""
         if self._supervising:
             self._supervising = False
-            with contextlib.suppress(OSError, ConnectionError, aioredis.RedisError):
-                await self.client.delete(self.keys.backend_supervisor)
+            if self.leading:
+                self.leading = False
+                with contextlib.suppress(OSError, ConnectionError, aioredis.RedisError):
+                    await self._drop_lead(
+                        [self.keys.backend_supervisor], [self._lead_value]
+                    )
         self.desired = 0
         for proc in self.processes.values():
             self._terminate(proc)
