@@ -634,6 +634,13 @@ class System:
         finally:
             await system._shutdown()
 
+    @property
+    def local_workers(self) -> int:
+        """Worker processes this process runs (0 while another supervises)."""
+        if isinstance(self.backend, LocalBackend):
+            return sum(not p.stopping for p in self.backend.processes.values())
+        return 0
+
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         self._background.append(asyncio.create_task(coro, name=name))
 

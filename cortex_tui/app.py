@@ -317,7 +317,8 @@ async def _console(
     settings: Settings, refresh_seconds: float, *, local_workers: bool, demo: bool
 ) -> int:
     if settings.embedded:
-        print(f"cortex-tui: starting embedded Redis in {settings.redis_dir}")
+        # It may start one, or use the one another process on the folder runs.
+        print(f"cortex-tui: opening the embedded Redis in {settings.redis_dir}")
     async with System.open(settings, start_workers=local_workers) as system:
         if demo:
             system.start_demo_load()
@@ -337,7 +338,8 @@ async def _console(
         for sig in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, app.exit)
         await app.run_async()
-        print("cortex-tui: stopping the local workers")
+        if system.local_workers:
+            print(f"cortex-tui: stopping {system.local_workers} local workers")
     return 0
 
 

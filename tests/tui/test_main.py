@@ -28,6 +28,7 @@ class FakeSystem:
     control: FixedControl
     opened: list[tuple[Settings, bool]]
     failure: Exception | None = None
+    local_workers: int = 0
 
     @contextlib.asynccontextmanager
     async def open(
@@ -62,10 +63,17 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> list[CortexApp]:
 
 
 def test_main_runs_the_console_on_the_opened_system(
-    system: FakeSystem, runs: list[CortexApp], tmp_path: Path
+    system: FakeSystem,
+    runs: list[CortexApp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     argv = ["--namespace", "blue", "--workers", "4", "--data-dir", "d"]
+    system.local_workers = 4
     assert main([*argv, "--refresh", "2.5"]) == 0
+    out = capsys.readouterr().out
+    assert "opening the embedded Redis in" in out
+    assert out.endswith("cortex-tui: stopping 4 local workers\n")
     [(settings, start_workers)] = system.opened
     assert (settings.namespace, settings.workers, start_workers) == ("blue", 4, True)
     [app] = runs
