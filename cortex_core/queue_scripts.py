@@ -18,6 +18,14 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- A field Redis can HINCRBY: a decimal whole number >= 0 (else nil).
+local function whole(s)
+  if type(s) == 'string' and #s <= 15 and
+      (s == '0' or string.match(s, '^[1-9]%d*$')) then
+    return tonumber(s)
+  end
+  return nil
+end
 local function event(stream, maxlen, kind, id, prio, cat, worker, attempt, detail)
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
     'kind', kind, 'task', id, 'priority', prio or '', 'category', cat or '',
@@ -135,13 +143,28 @@ for _ = 1, 4000 do
       'enqueued_at', now, 'finished_at', now, 'reason', reason)
     redis.call('ZADD', KEYS[4], now, bad)
     event(KEYS[3], ARGV[5], 'dead', bad, prio, '', ARGV[1], '0', reason)
-  elseif state == 'pending' then
+  elseif state == 'done' or (state == 'running' and
+      redis.call('ZSCORE', KEYS[1], id)) or (state == 'dead' and
+      redis.call('ZSCORE', KEYS[4], id)) then
+    -- A stale second entry of a task that is where its state says: the
+    -- entry goes, the task stays as it is (it must not run twice).
+  elseif state ~= 'pending' then
+    -- A queued task whose record says otherwise, and is nowhere else:
+    -- dead with the reason, never dropped.
+    local reason = 'decode: queued, but its record says state ' ..
+      string.sub(state, 1, 40)
+    redis.call('HSET', tkey, 'state', 'dead', 'reason', reason,
+      'finished_at', now)
+    redis.call('ZADD', KEYS[4], now, id)
+    event(KEYS[3], ARGV[5], 'dead', id, prio, '', ARGV[1], '0', reason)
+  else
     local f = redis.call('HMGET', tkey, 'payload', 'max_attempts', 'category',
       'attempts', 'crashes')
-    local max = tonumber(f[2]) or 1
-    if not tonumber(f[4]) then
+    -- A max_attempts that is not a number gives the task one attempt.
+    local max = math.max(1, tonumber(f[2]) or 1)
+    if not whole(f[4]) then
       -- A record this script cannot count attempts on: dead, not lost.
-      local reason = 'decode: attempts is not a number'
+      local reason = 'decode: attempts is not a whole number >= 0'
       redis.call('HSET', tkey, 'state', 'dead', 'reason', reason,
         'finished_at', now)
       redis.call('ZADD', KEYS[4], now, id)

@@ -201,6 +201,9 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         outage = Outage(f"worker {self.worker_id}: claim")
+        # After a failed claim call, Redis may hold claims this worker never
+        # heard of: a script error after some claims, or a lost reply.
+        unsure = False
         while not self._stopping.is_set():
             if self._suspects:
                 self._slot_free.clear()
@@ -220,8 +223,9 @@ class Worker:
                     continue
                 only, free = self._urgent, 1
             try:
-                if outage.since is not None:
+                if unsure:
                     await self._recover_lost_claims()
+                    unsure = False
                 claims = await self.queue.claim_many(
                     self.worker_id, self.lease_ms, free, only=only
                 )
@@ -229,11 +233,13 @@ class Worker:
                     await self._wait_for_work()
                 outage.ok()
             except _OUTAGE_ERRORS as err:
+                unsure = True
                 await self._sleep(outage.failed(err))
                 continue
             except RedisError:
                 # A script error on one bad record must not end the worker.
                 logger.exception("worker %s: claim failed", self.worker_id)
+                unsure = True
                 await self._sleep(1.0)
                 continue
             for claim in claims:

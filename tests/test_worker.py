@@ -229,6 +229,88 @@ async def test_incomplete_record_is_dead_lettered(
         await finish(job, timeout=3)
 
 
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        pytest.param(
+            {"attempts": "1.5"},
+            "decode: attempts is not a whole number >= 0",
+            id="attempts-fraction",
+        ),
+        pytest.param(
+            {"attempts": "-5"},
+            "decode: attempts is not a whole number >= 0",
+            id="attempts-negative",
+        ),
+        pytest.param(
+            {"attempts": "0x10"},
+            "decode: attempts is not a whole number >= 0",
+            id="attempts-hex",
+        ),
+        pytest.param(
+            {"state": "bogus"},
+            "decode: queued, but its record says state bogus",
+            id="state-unknown",
+        ),
+        pytest.param(
+            {"state": "running"},
+            "decode: queued, but its record says state running",
+            id="state-running-but-not-in-flight",
+        ),
+    ],
+)
+async def test_bad_record_in_a_claim_batch_is_dead_and_the_batch_runs(
+    services: Services,
+    raw_redis: aioredis.Redis,
+    change: dict[str, object],
+    reason: str,
+) -> None:
+    """A valid task whose record has a field the claim script cannot use,
+    queued behind good tasks that the same claim call takes: it is dead with
+    its reason, and the good ones run at once, not after their lease."""
+    good = [make_task("cicd", "high") for _ in range(3)]
+    await services.enqueue(good)
+    bad = make_task("cicd", "high")
+    fields = {**_record_fields(bad.to_json()), **change}
+    await raw_redis.hset(services.keys.task(bad.id), mapping=fields)  # type: ignore[arg-type]
+    await raw_redis.rpush(services.keys.pending("high"), bad.id)
+    worker = make_worker(services, lease_seconds=60.0)
+    async with running(worker) as job:
+        await wait_for(
+            lambda: all_in_state(services, [g.id for g in good], "done"), "good"
+        )
+        assert not job.done(), "the worker stopped"
+    record = await services.queue.get(bad.id)
+    assert (record.state, record.reason) == ("dead", reason)
+    assert await services.queue.dead_ids() == [bad.id]
+    depths = await services.queue.depths()
+    assert depths.total_pending == 0 and depths.in_flight == 0
+    for g in good:
+        assert (await services.queue.get(g.id)).attempts == 1
+
+
+async def test_a_stale_entry_of_a_finished_task_does_not_run_it_again(
+    services: Services, raw_redis: aioredis.Redis
+) -> None:
+    """A second queue entry of a task already done is dropped, not run."""
+    task = make_task("cicd", "high")
+    await services.enqueue([task])
+    async with running(make_worker(services)):
+        await wait_for(lambda: all_in_state(services, [task.id], "done"), "done")
+    await raw_redis.rpush(services.keys.pending("high"), task.id)
+    async with running(make_worker(services, worker_id="again")):
+        await wait_for(
+            lambda: _pending_is_empty(services), "the stale entry to be taken"
+        )
+    record = await services.queue.get(task.id)
+    assert record.state == "done" and record.attempts == 1
+    assert await services.queue.dead_ids() == []
+
+
+async def _pending_is_empty(services: Services) -> bool:
+    return (await services.queue.depths()).total_pending == 0
+
+
 # Executor failures -----------------------------------------------------------
 
 
