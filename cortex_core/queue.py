@@ -708,11 +708,14 @@ class TaskQueue:
         logger.info("queue %s: paused", priority or "all")
 
     async def resume(self, priority: Priority | None = None) -> None:
-        """Restart claims of one priority, or of all (ending a drain too)."""
+        """Restart claims of one priority, or of everything: without a
+        priority every pause ends, each priority's and a drain's too."""
         name = str(priority or "all")
-        names = [name] if priority else [name, "drain"]
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.srem(self.keys.paused, *names)
+            if priority:
+                pipe.srem(self.keys.paused, name)
+            else:
+                pipe.delete(self.keys.paused)
             # One wake signal per idle worker that may be waiting.
             pipe.lpush(self.keys.wake, *(["1"] * 64))
             pipe.ltrim(self.keys.wake, 0, 63)

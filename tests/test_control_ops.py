@@ -274,9 +274,10 @@ async def test_drain_stops_claims_until_resume(
     assert any(a.startswith("draining") for a in snap.alerts)
     assert await services.queue.claim("w1", LEASE_MS) is None
     await control.pause(Priority.CRITICAL)
-    await control.resume()
-    assert await services.queue.claim("w1", LEASE_MS) is None  # critical paused
     await control.resume(Priority.CRITICAL)
+    assert await services.queue.claim("w1", LEASE_MS) is None  # still draining
+    await control.pause(Priority.CRITICAL)
+    await control.resume()  # everything: the drain and critical's own pause
     assert await services.queue.claim("w1", LEASE_MS) is not None
 
 

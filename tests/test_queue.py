@@ -374,6 +374,22 @@ async def test_pause_one_priority_skips_only_that_level(queue: TaskQueue) -> Non
     assert claim is not None and claim.task_id == high.id
 
 
+async def test_resume_all_ends_every_pause(queue: TaskQueue) -> None:
+    """'Resume everything' ends the pauses of single priorities and a drain
+    too; an operator who resumed all must not find high work still held."""
+    await queue.pause(Priority.HIGH)
+    await queue.pause(Priority.LOW)
+    await queue.drain()
+    await queue.pause()
+    assert (await queue.depths()).paused == {"high", "low", "drain", "all"}
+    await queue.resume()
+    assert (await queue.depths()).paused == frozenset()
+    task = make_task("high")
+    await queue.enqueue(task)
+    claim = await queue.claim("w1", LONG_LEASE_MS)
+    assert claim is not None and claim.task_id == task.id
+
+
 # Idempotency ---------------------------------------------------------------------
 
 

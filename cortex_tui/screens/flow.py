@@ -36,7 +36,9 @@ class FlowScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         lines = [
             Content.assemble(("a", "bold"), "  pause all claims"),
-            Content.assemble(("r", "bold"), "  resume everything (also ends a drain)"),
+            Content.assemble(
+                ("r", "bold"), "  resume everything (a drain, every priority)"
+            ),
             Content.assemble(
                 ("d", "bold"), "  drain: stop claiming everywhere, running tasks end"
             ),
