@@ -282,14 +282,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["read_only"] = args.read_only
         settings = Settings.load(overrides)
         _log_to_file(settings)
-        # Local workers run here in embedded mode, or when asked for; in
+        # Local workers run here in embedded mode, or when asked for, but
+        # never under a read-only console, which must change nothing; in
         # cluster mode the same flag makes the backend watch the pods in the
         # background, so a slow API never holds a refresh up.
+        runs_workers = settings.embedded or args.workers is not None
         local = (
-            settings.embedded
-            or args.workers is not None
-            or settings.backend == "kubernetes"
-        )
+            runs_workers and not settings.read_only
+        ) or settings.backend == "kubernetes"
         return asyncio.run(
             _console(settings, args.refresh, local_workers=local, demo=args.demo)
         )

@@ -82,6 +82,18 @@ def test_main_runs_the_console_on_the_opened_system(
     assert (tmp_path / "d" / "logs").is_dir()
 
 
+def test_a_read_only_console_starts_no_workers(
+    system: FakeSystem, runs: list[CortexApp]
+) -> None:
+    """Embedded mode starts local workers, but not under --read-only: they
+    would run tasks an operator may have meant to leave queued."""
+    assert main(["--read-only", "--data-dir", "d"]) == 0
+    assert main(["--read-only", "--workers", "2", "--data-dir", "d"]) == 0
+    assert main(["--data-dir", "d"]) == 0
+    assert [start for _, start in system.opened] == [False, False, True]
+    assert [s.read_only for s, _ in system.opened] == [True, True, False]
+
+
 def test_main_reports_an_unreachable_redis_without_a_traceback(
     system: FakeSystem, runs: list[CortexApp], capsys: pytest.CaptureFixture[str]
 ) -> None:
