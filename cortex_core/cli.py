@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -14,7 +15,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from cortex_core import reconcile
 from cortex_core.agent import open_executor
@@ -55,19 +56,38 @@ _SETTING_FLAGS: list[tuple[str, str, type, str]] = [
 ]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line on stderr, naming where help is, exit 2
+    (argparse prints the whole usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above 0 (not nan, inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The flags are accepted before and after the command. After it, an
     # absent flag must not reset to None what was given before it, so the
     # subcommands' copies leave absent flags out of the namespace.
-    before = argparse.ArgumentParser(add_help=False)
-    common = argparse.ArgumentParser(add_help=False)
+    before = OneLineParser(add_help=False)
+    common = OneLineParser(add_help=False)
     for flag, dest, kind, text in _SETTING_FLAGS:
         before.add_argument(flag, dest=dest, type=kind, default=None, help=text)
         common.add_argument(
             flag, dest=dest, type=kind, default=argparse.SUPPRESS, help=text
         )
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="cortex",
         description="Run LLM agent tasks through a Redis priority queue.",
         parents=[before],
@@ -135,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--concurrency", type=int, default=8, help="tasks per worker")
     p.add_argument("--latency", default="3:5", help="simulated MIN:MAX seconds")
-    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--timeout", type=seconds, default=600.0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--json", action="store_true")
     return parser

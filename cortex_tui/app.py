@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import functools
@@ -17,6 +16,7 @@ from datetime import tzinfo
 from textual import work
 from textual.app import App
 
+from cortex_core.cli import OneLineParser, seconds
 from cortex_core.config import Settings
 from cortex_core.errors import CortexError
 from cortex_core.snapshot import Control
@@ -240,13 +240,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     With no Redis URL this starts embedded Redis; unless another process
     already supervises the local workers, the console supervises them.
     """
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="cortex-tui", description="Watch and steer a cortex deployment."
     )
     for flag, dest, kind, text in _SETTING_FLAGS:
         parser.add_argument(flag, dest=dest, type=kind, default=None, help=text)
     parser.add_argument(
-        "--refresh", type=float, default=1.0, help="seconds between refreshes"
+        "--refresh", type=seconds, default=1.0, help="seconds between refreshes"
     )
     parser.add_argument(
         "--read-only",
@@ -271,8 +271,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run the 50-task reference workload, then a task every few seconds",
     )
     args = parser.parse_args(argv)
-    if args.refresh <= 0:
-        parser.error("--refresh must be positive")
     if not 1 <= args.port <= 65535:
         parser.error(f"--port must be from 1 to 65535, not {args.port}")
     if args.serve:

@@ -34,15 +34,12 @@ async def _nothing_enqueued(services: Services) -> None:
 
 
 def _error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The one error line of a failed command (argparse adds usage lines)."""
+    """The one line a failed command prints, argument errors included."""
     assert result.returncode != 0, result.stdout
     assert "Traceback" not in result.stderr, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("cortex")]
-    assert len(errors) == 1, result.stderr
-    others = [line for line in lines if line not in errors]
-    assert all(line.startswith(("usage:", " ")) for line in others), result.stderr
-    return errors[0]
+    assert len(lines) == 1 and lines[0].startswith("cortex"), result.stderr
+    return lines[0]
 
 
 # Enqueue ---------------------------------------------------------------------
