@@ -122,12 +122,10 @@ class EmbeddedRedis:
         server = cls(data_dir, url, process.pid, True, process)
         try:
             server._wait_ready(timeout)
+            server._write_state()
         except EmbeddedRedisError:
-            server.stop()
+            server.stop(force=True)
             raise
-        state = data_dir / _STATE_FILE
-        state.write_text(json.dumps({"pid": process.pid, "url": url}))
-        os.chmod(state, 0o600)
         logger.info(
             "embedded redis: started %s (pid %d) on 127.0.0.1:%d, data in %s",
             binary,
@@ -161,6 +159,17 @@ class EmbeddedRedis:
         except redis.RedisError:
             return None
         return cls(data_dir, url, pid, False, None)
+
+    def _write_state(self) -> None:
+        """Write ``server.json``, how other processes find this server."""
+        state = self.data_dir / _STATE_FILE
+        try:
+            state.write_text(json.dumps({"pid": self.pid, "url": self.url}))
+            os.chmod(state, 0o600)
+        except OSError as err:
+            raise EmbeddedRedisError(
+                f"cannot write {state}: {err.strerror or err}"
+            ) from err
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -223,9 +232,7 @@ class EmbeddedRedis:
             self._process = _launch(find_redis_server(), self.data_dir / "redis.conf")
             self.pid, self.owned = self._process.pid, True
             self._wait_ready(timeout)
-            state = self.data_dir / _STATE_FILE
-            state.write_text(json.dumps({"pid": self.pid, "url": self.url}))
-            os.chmod(state, 0o600)
+            self._write_state()
         logger.info("embedded redis: running again (pid %d)", self.pid)
         return True
 

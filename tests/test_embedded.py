@@ -17,6 +17,7 @@ import redis
 from helpers import pid_alive, wait_for_sync
 
 from cortex_core.embedded import EmbeddedRedis
+from cortex_core.errors import EmbeddedRedisError
 
 
 @pytest.fixture
@@ -168,3 +169,18 @@ def test_stop_ends_the_process(tmp_path: Path) -> None:
     finally:
         second.stop()
     assert not pid_alive(second.pid)
+
+
+def test_an_unwritable_state_file_is_an_error_and_leaves_no_server(
+    tmp_path: Path,
+) -> None:
+    """server.json that cannot be written (here a folder): one clear error,
+    and the server just started is stopped, not left for nobody to find."""
+    data = tmp_path / "redis"
+    (data / "server.json").mkdir(parents=True)
+    with pytest.raises(EmbeddedRedisError, match=r"cannot write .*server\.json"):
+        EmbeddedRedis.start(data)
+    conf = str(data / "redis.conf")
+    assert not [
+        p for p in psutil.process_iter(["cmdline"]) if conf in (p.info["cmdline"] or [])
+    ]
