@@ -431,6 +431,12 @@ async def _scale(
     backend = LocalBackend(
         sv.settings, redis_url=sv.url, client=sv.client, keys=sv.keys
     )
+    target = await backend.read_desired() + number if relative else number
+    if target == 0 and not confirmed:
+        raise CortexError(
+            "scale: 0 stops every local worker (running tasks are handed "
+            "back); run again with --yes to confirm"
+        )
     if relative:
         count = await backend.scale(number)
     else:

@@ -283,3 +283,23 @@ async def test_scale_sets_the_desired_count(
         line = _error_line(run_cli("scale", arg, env=child_env))
         assert "scale" in line or "worker count" in line, line
         assert await backend.read_desired() == 2, f"scale {arg} changed the count"
+
+
+async def test_scale_to_zero_asks_for_yes_as_the_console_does(
+    services: Services, child_env: dict[str, str]
+) -> None:
+    backend = LocalBackend(
+        services.settings,
+        redis_url=services.url,
+        client=services.client,
+        keys=services.keys,
+    )
+    await backend.set_desired(2)
+    for args in (("0",), ("-2",)):
+        line = _error_line(run_cli("scale", *args, env=child_env))
+        assert line.startswith("cortex: scale: 0 stops every local worker"), line
+        assert "--yes" in line
+        assert await backend.read_desired() == 2
+    result = run_cli("scale", "-2", "--yes", env=child_env)
+    assert result.returncode == 0, result.stderr
+    assert await backend.read_desired() == 0
