@@ -217,6 +217,13 @@ async def _dispatch(args: argparse.Namespace) -> int:
     # Check what the command line says before reaching for Redis.
     tasks = _tasks_from(args, settings) if command == "enqueue" else []
     scale = _parse_scale(args.count) if command == "scale" else (False, 0)
+    if settings.embedded and not (settings.redis_dir / "redis.conf").exists():
+        # A mistyped --data-dir would otherwise read as an empty, healthy queue.
+        print(
+            f"cortex: note: no cortex data in {settings.data_dir}; "
+            "starting a new embedded deployment there",
+            file=sys.stderr,
+        )
     async with System.open(settings, start_workers=False) as system:
         sv = system.services
         if command == "enqueue":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 from helpers import make_task, run_cli
@@ -303,3 +304,16 @@ async def test_scale_to_zero_asks_for_yes_as_the_console_does(
     result = run_cli("scale", "-2", "--yes", env=child_env)
     assert result.returncode == 0, result.stderr
     assert await backend.read_desired() == 0
+
+
+def test_a_new_data_folder_is_said_on_stderr(
+    tmp_path: Path, child_env: dict[str, str]
+) -> None:
+    """A mistyped --data-dir must not read as an empty, healthy deployment."""
+    env = {k: v for k, v in child_env.items() if k != "CORTEX_REDIS_URL"}
+    data = tmp_path / "typo"
+    first = run_cli("--data-dir", str(data), "status", env=env)
+    assert first.returncode == 0, first.stderr
+    assert f"cortex: note: no cortex data in {data}" in first.stderr
+    again = run_cli("--data-dir", str(data), "status", env=env)
+    assert again.returncode == 0 and "note:" not in again.stderr
