@@ -302,7 +302,7 @@ async def test_shutdown_is_bounded_when_a_loop_swallows_its_cancel(
 
     caplog.set_level(logging.ERROR, logger="cortex_core.system")
     async with System.open(settings, start_workers=False) as system:
-        system._spawn(stubborn())
+        system._spawn(stubborn(), "stubborn test loop")
         (left,) = system._background
         await started.wait()
     assert not left.done()
