@@ -257,11 +257,27 @@ class EmbeddedRedis:
             logger.warning("embedded redis: could not stop pid %d: %s", self.pid, err)
             return
         deadline = time.monotonic() + timeout
-        while psutil.pid_exists(self.pid) and time.monotonic() < deadline:
+        while _running(self.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         with contextlib.suppress(OSError):
             (self.data_dir / _STATE_FILE).unlink()
         logger.info("embedded redis: stopped (pid %d), its last user gone", self.pid)
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` runs. A server this process started and left to
+    others is its child: once it exits it is reaped here, not waited for as
+    a zombie (which ``psutil.pid_exists`` counts as running until reaped)."""
+    for process in _LEFT_RUNNING:
+        if process.pid == pid:
+            if process.poll() is None:
+                return True
+            _LEFT_RUNNING.remove(process)
+            return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _launch(binary: str, conf: Path) -> subprocess.Popen[bytes]:
