@@ -275,7 +275,7 @@ def _running(pid: int) -> bool:
             _LEFT_RUNNING.remove(process)
             return False
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
 
