@@ -198,8 +198,7 @@ class EmbeddedRedis:
         if self._process is not None:
             return self._process.poll() is None
         try:
-            proc = psutil.Process(self.pid)
-            return proc.status() != psutil.STATUS_ZOMBIE and "redis" in proc.name()
+            return _running(self.pid) and "redis" in psutil.Process(self.pid).name()
         except psutil.Error:
             return False
 
@@ -296,7 +295,7 @@ class EmbeddedRedis:
             logger.warning("embedded redis: could not stop pid %d: %s", self.pid, err)
             return
         deadline = time.monotonic() + timeout
-        while psutil.pid_exists(self.pid) and time.monotonic() < deadline:
+        while _running(self.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         with contextlib.suppress(OSError):
             (self.data_dir / _STATE_FILE).unlink()
@@ -312,6 +311,22 @@ def _locked(data_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` runs. A server this process started and left to
+    others is its child: once it exits it is reaped here, not waited for as
+    a zombie (which ``psutil.pid_exists`` counts as running until reaped)."""
+    for process in _LEFT_RUNNING:
+        if process.pid == pid:
+            if process.poll() is None:
+                return True
+            _LEFT_RUNNING.remove(process)
+            return False
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _launch(binary: str, conf: Path) -> subprocess.Popen[bytes]:

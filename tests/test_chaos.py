@@ -24,7 +24,14 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import QUERY, make_task, run_cli, wait_for, worker_process
+from helpers import (
+    QUERY,
+    make_task,
+    run_cli,
+    wait_for,
+    wait_for_sync,
+    worker_process,
+)
 
 from cortex_core.backends.local import LocalBackend
 from cortex_core.config import Settings
@@ -34,6 +41,9 @@ from cortex_core.queue import Event
 from cortex_core.system import ControlPlane, Services
 
 TASKS = 5000
+#: Tasks that end between two kills in the kill-and-restart run: at most 25
+#: kills however slow the machine; a fast one kills at every 2s tick.
+KILL_EVERY = TASKS // 25
 
 
 class ChaosRedis:
@@ -230,9 +240,10 @@ async def check_every_task_ended_once(
 async def test_kills_and_a_redis_restart_lose_nothing(
     tmp_path: Path, chaos_redis: ChaosRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """5,000 tasks, 4 workers, 20-200 ms each. Every 2 s a random worker is
-    stopped, the tasks it holds are noted, and it is killed (SIGKILL) and
-    restarted by the supervisor; once, mid-run, Redis is restarted. Every
+    """5,000 tasks, 4 workers, 20-200 ms each. Every 2 s, once 200 more tasks
+    have ended since the last kill, a random worker is stopped, the
+    tasks it holds are noted, and it is killed (SIGKILL) and restarted by
+    the supervisor; once, mid-run, Redis is restarted. Every
     task ends done exactly once or dead with a reason; every task that ran
     twice was held by a killed worker; nothing stays in flight."""
     caplog.set_level(logging.WARNING)
@@ -240,6 +251,7 @@ async def test_kills_and_a_redis_restart_lose_nothing(
     tasks = make_tasks(TASKS)
     held_at_kills: list[set[str]] = []
     restarted_at: int | None = None
+    killed_at_left = TASKS
     async with connected(settings) as sv:
         await enqueue_all(sv, tasks)
         started = time.monotonic()
@@ -261,8 +273,14 @@ async def test_kills_and_a_redis_restart_lose_nothing(
                     for p in backend.processes.values()
                     if p.popen.poll() is None and not p.stopping
                 ]
-                if not live or left == 0:
+                # A kill needs progress since the last one, not just time: on a
+                # slow machine kills every 2s keep every worker short of the
+                # supervisor's 10s of health, its restart backoff grows to 30s
+                # and the run slows further (339s and 58 kills on a busy
+                # 2-core machine, against 33s and 14 kills on a quiet one).
+                if not live or left == 0 or left > killed_at_left - KILL_EVERY:
                     continue
+                killed_at_left = left
                 victim = rng.choice(live)
                 # Frozen first, so that what it holds cannot change before
                 # the kill.
@@ -414,10 +432,11 @@ async def test_redis_outage_is_survived_and_logged_once(
                 lambda: _done_at_least(sv, 50), "some tasks done", timeout=60
             )
             await asyncio.to_thread(chaos_redis.stop)
-            errors = 0
+            polls = errors = 0
             outage_end = time.monotonic() + 30
             while time.monotonic() < outage_end:
                 snap = await console.snapshot()
+                polls += 1
                 errors += snap.error is not None
                 for proc in procs:
                     assert proc.poll() is None, "a worker died in the outage"
@@ -430,7 +449,10 @@ async def test_redis_outage_is_survived_and_logged_once(
         events = await all_events(sv)
         states = await check_every_task_ended_once(sv, tasks, events)
     assert set(states.values()) == {"done"}
-    assert errors >= 25, "the console did not keep drawing through the outage"
+    # Every poll in the outage answers, with the error. How many fit in 30s
+    # depends on the machine (each poll retries the connection first).
+    assert errors == polls, f"{polls - errors} of {polls} polls saw no outage"
+    assert polls >= 10, f"{polls} polls in 30s: the console stalled"
     console_lines = [r.getMessage() for r in caplog.records if "console:" in r.msg]
     assert len([m for m in console_lines if "unreachable" in m]) == 1
     assert len([m for m in console_lines if "Redis back" in m]) == 1
@@ -511,10 +533,14 @@ def test_an_evicting_redis_is_warned_about(
         )
         log = tmp_path / "worker.log"
         with worker_process(env, "w", log=log) as proc:
-            deadline = time.monotonic() + 20
-            while "evicts keys" not in log.read_text():
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
+            # The warning comes as the worker connects; its SIGTERM handler
+            # only once it has started: a SIGTERM between the two ends it
+            # by the default action (exit -15, seen on a busy machine).
+            wait_for_sync(
+                lambda: "worker w: started" in log.read_text(),
+                "the worker to start",
+            )
+            assert "evicts keys" in log.read_text()
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(20) == 0
         text = log.read_text()

@@ -35,9 +35,22 @@ def control(services: Services) -> ControlPlane:
     return ControlPlane(services, None)
 
 
+#: The aging period of ``aged_queue``: long enough that the time a test takes
+#: between backdating a task and claiming never moves it across a level.
+AGING_MS = 600_000
+
+
 @pytest.fixture
 async def aged_queue(services: Services) -> AsyncIterator[TaskQueue]:
-    yield TaskQueue(services.client, services.keys, aging_ms=200)
+    yield TaskQueue(services.client, services.keys, aging_ms=AGING_MS)
+
+
+async def backdate(services: Services, t: Task, periods: float) -> None:
+    """Make ``t`` look enqueued ``periods`` aging periods ago (server clock)."""
+    seconds, micros = await services.client.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    enqueued_at = now_ms - int(periods * AGING_MS)
+    await services.client.hset(services.keys.task(t.id), "enqueued_at", enqueued_at)
 
 
 # Filters ---------------------------------------------------------------------
@@ -302,7 +315,7 @@ async def test_without_aging_a_flood_of_critical_starves_low(
 ) -> None:
     old = task("low")
     await services.enqueue([old])
-    await asyncio.sleep(0.5)
+    await backdate(services, old, 3.5)
     await services.enqueue([task("critical") for _ in range(3)])
     claim = await services.queue.claim("w1", LEASE_MS)
     assert claim is not None and claim.priority == Priority.CRITICAL
@@ -311,11 +324,16 @@ async def test_without_aging_a_flood_of_critical_starves_low(
 async def test_aging_lifts_a_task_one_level_per_period(
     services: Services, aged_queue: TaskQueue
 ) -> None:
-    """Aged 200 ms per level: a low task 0.5 s old counts as high, so it goes
-    before newer high tasks but after critical ones; later, above critical."""
+    """A low task 2.5 aging periods old counts as high, so it goes before newer
+    high tasks but after critical ones; a medium one as old, as critical, and
+    then before newer critical ones.
+
+    The tasks are backdated rather than waited for: with a short period and
+    a sleep, a test slowed by 100 ms would see the low task one level higher.
+    """
     old = task("low")
     await services.enqueue([old])
-    await asyncio.sleep(0.5)
+    await backdate(services, old, 2.5)
     crit, high = task("critical"), task("high")
     await services.enqueue([high, crit])
     first = await aged_queue.claim("w1", LEASE_MS)
@@ -329,7 +347,7 @@ async def test_aging_lifts_a_task_one_level_per_period(
     assert second is not None and second.priority == Priority.LOW
     late = task("medium")
     await services.enqueue([late])
-    await asyncio.sleep(0.5)
+    await backdate(services, late, 2.5)
     await services.enqueue([task("critical")])
     claim = await aged_queue.claim("w1", LEASE_MS)
     assert claim is not None and claim.task_id == late.id
@@ -341,7 +359,7 @@ async def test_aging_respects_paused_levels(
     old = task("low")
     await services.enqueue([old])
     await services.queue.pause(Priority.LOW)
-    await asyncio.sleep(0.5)
+    await backdate(services, old, 3.5)
     assert await aged_queue.claim("w1", LEASE_MS) is None
 
 

@@ -10,7 +10,6 @@ import re
 import shlex
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from cortex_core.probe import metrics_text
 from cortex_core.system import Services
 from tests.fakes import kube_api as k
 from tests.fakes.kube_api import FakeKubeAPI
-from tests.helpers import make_worker
+from tests.helpers import make_worker, wait_for_sync
 from tests.kustomize import KustomizeError, build, strategic_merge
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -474,13 +473,15 @@ def test_redis_command_from_the_manifest(
 ) -> None:
     port, password, pid = redis_from_manifest
     client = redis.Redis(host="127.0.0.1", port=port, password=password)
-    for _ in range(100):
+
+    def up() -> bool:
         try:
-            client.ping()
-            break
+            return bool(client.ping())
         except redis.ConnectionError:
             psutil.Process(pid)  # still running
-            time.sleep(0.05)
+            return False
+
+    wait_for_sync(up, "the manifest's redis-server to answer")
     settings = {
         key: client.config_get(key)[key]
         for key in ("appendonly", "appendfsync", "maxmemory-policy")

@@ -113,6 +113,21 @@ def test_the_last_user_to_leave_stops_it(server: EmbeddedRedis) -> None:
     assert not (server.data_dir / "server.json").exists()
 
 
+def test_the_last_user_reaps_a_server_this_process_left_running(
+    server: EmbeddedRedis,
+) -> None:
+    """Its starter left it to another user in the same process (a console
+    that closed one system and opened another): the last user's stop ends it
+    and reaps it, rather than waiting out its timeout on the zombie."""
+    again = EmbeddedRedis.start(server.data_dir)
+    with redis.Redis.from_url(server.url) as client:
+        assert client.ping()
+        server.stop()  # left running: a client is connected
+    assert pid_alive(server.pid)
+    again.stop()
+    assert not psutil.pid_exists(server.pid), "the redis-server is left a zombie"
+
+
 def test_a_dead_server_is_started_again_on_the_same_address(
     server: EmbeddedRedis,
 ) -> None:

@@ -28,8 +28,10 @@ async def get(port: int, path: str, method: str = "GET") -> tuple[int, str]:
 
 
 async def test_probes_follow_the_workers_state(services: Services) -> None:
+    # The task outlasts the test (it is handed back at the stop): the figures
+    # below count it running however slowly the test gets to read them.
     worker = make_worker(
-        services, SimulatedExecutor(5, 5), concurrency=1, shutdown_grace=0.2
+        services, SimulatedExecutor(60, 60), concurrency=1, shutdown_grace=0.2
     )
     probe = ProbeServer(worker, services.queue, host="127.0.0.1", port=0)
     port = await probe.start()

@@ -4,13 +4,13 @@ redis-server in Sentinel mode that watches the suite's test Redis."""
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import redis
+from helpers import wait_for_sync
 
 from cortex_core import connection
 from cortex_core.config import Settings, redact_url
@@ -46,15 +46,14 @@ def sentinel(
     )
     try:
         client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
-        for _ in range(100):
+
+        def up() -> bool:
             try:
-                if client.sentinel_get_master_addr_by_name(MASTER):
-                    break
+                return bool(client.sentinel_get_master_addr_by_name(MASTER))
             except redis.RedisError:
-                pass
-            time.sleep(0.05)
-        else:
-            pytest.fail("the test Sentinel did not come up")
+                return False
+
+        wait_for_sync(up, "the test Sentinel to come up")
         client.close()
         yield port, password
     finally:

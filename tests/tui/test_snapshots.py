@@ -21,7 +21,9 @@ from cortex_tui.app import CortexApp
 from .conftest import NEVER
 from .fixtures import FixedControl, dashboard, run_line, settle
 
-pytestmark = pytest.mark.timeout(30)
+# A guard against a hang, not a speed check: on a busy 2-core machine some
+# of these tests took 4 to 8s, close to the 10s and 20s limits they had.
+pytestmark = pytest.mark.timeout(60)
 
 SnapCompare = Callable[..., bool]
 SIZES = pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
