@@ -237,8 +237,9 @@ class CortexApp(App[None]):
 def main(argv: Sequence[str] | None = None) -> int:
     """Open the system the settings point at and run the console on it.
 
-    With no Redis URL this starts embedded Redis; unless another process
-    already supervises the local workers, the console supervises them.
+    With no Redis URL this opens the embedded Redis (starting it if none
+    runs) and supervises the local workers, or stands by to take them over
+    while another process supervises them; a read-only console starts none.
     """
     parser = OneLineParser(
         prog="cortex-tui", description="Watch and steer a cortex deployment."
