@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -112,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stop, handing tasks back, when this process (the supervisor) ends",
     )
+    p.add_argument(
+        "--supervisor-id",
+        default=None,
+        help="stop, handing tasks back, when another supervisor takes over",
+    )
 
     p = sub.add_parser("status", parents=[common], help="queue depths and workers")
     p.add_argument("--json", action="store_true")
@@ -203,7 +209,12 @@ async def _dispatch(args: argparse.Namespace) -> int:
             extra.update(sim_latency_min=lo, sim_latency_max=hi)
         settings = load_settings(args, **extra)
         setup_logging(settings.log_level)
-        return await _worker(settings, args.name, parent_pid=args.parent_pid)
+        return await _worker(
+            settings,
+            args.name,
+            parent_pid=args.parent_pid,
+            supervisor_id=args.supervisor_id,
+        )
     if command == "stress":
         settings = load_settings(args)
         setup_logging("WARNING" if args.log_level is None else settings.log_level)
@@ -266,7 +277,11 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
 
 async def _worker(
-    settings: Settings, name: str | None, *, parent_pid: int | None = None
+    settings: Settings,
+    name: str | None,
+    *,
+    parent_pid: int | None = None,
+    supervisor_id: str | None = None,
 ) -> int:
     if name is not None and not _WORKER_NAME_RE.fullmatch(name):
         raise CortexError(f"--name: 1 to 64 letters, digits and . _ : -, got {name!r}")
@@ -288,6 +303,11 @@ async def _worker(
             shutdown_grace=settings.shutdown_grace_seconds,
         )
         worker.parent_pid = parent_pid
+        if supervisor_id is not None:
+            local = LocalBackend(
+                settings, redis_url=sv.url, client=sv.client, keys=sv.keys
+            )
+            worker.superseded = functools.partial(local.superseded, supervisor_id)
         worker.install_signal_handlers()
         probe = None
         if settings.metrics_port:

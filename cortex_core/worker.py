@@ -125,6 +125,10 @@ class Worker:
         """Monotonic time of the last heartbeat Redis took (probes read it)."""
         self.parent_pid: int | None = None
         """The supervisor's pid: the worker stops when its parent is no longer it."""
+        self.superseded: Callable[[], Awaitable[bool]] | None = None
+        """True once the supervisor that started this worker lost its claim to
+        another (it froze past the claim's expiry): the worker then stops, so
+        two sets of workers never run under the same names for long."""
         self.loops: list[asyncio.Task[None]] = []
         """The claim and housekeeping loops while ``run`` runs."""
 
@@ -552,6 +556,13 @@ class Worker:
                     self.worker_id,
                     self.parent_pid,
                 )
+            self.stop()
+        stale = self.superseded
+        if stale is not None and not self._stopping.is_set() and await stale():
+            logger.warning(
+                "worker %s: another process supervises the workers now; stopping",
+                self.worker_id,
+            )
             self.stop()
         self.info.cpu_percent = self._process.cpu_percent(None)
         self.info.rss_bytes = self._process.memory_info().rss

@@ -329,3 +329,29 @@ async def test_a_supervisor_that_lost_its_key_stops_its_workers(
         job.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await job
+
+
+async def test_workers_of_a_frozen_supervisor_stop_when_another_takes_over(
+    backend: LocalBackend, services: Services
+) -> None:
+    """A supervisor that froze (its loop stops, its process lives on, so its
+    workers still have their parent) loses its claim to another process: its
+    workers see that and stop by themselves, handing their tasks back."""
+    await backend.set_desired(1)
+    job = asyncio.create_task(backend.supervise(interval=0.1))
+    try:
+        (beat,) = (await _beating(services, {"local-1"})).values()
+    finally:
+        job.cancel()  # the freeze: nothing renews the claim any more
+        with contextlib.suppress(asyncio.CancelledError):
+            await job
+    (proc,) = backend.processes.values()
+    await services.client.set(
+        services.keys.backend_supervisor,
+        json.dumps({"pid": 1, "at": 0, "id": "another"}),
+        px=60_000,
+    )
+    await wait_for(lambda: proc.popen.poll() is not None, "the worker to stop")
+    assert proc.popen.returncode == 0, "it stopped cleanly, not killed"
+    assert "another process supervises the workers now" in proc.log_path.read_text()
+    assert beat.pid == proc.pid

@@ -134,6 +134,7 @@ class LocalBackend:
         self.leading = False
         """True while this process holds the supervisor key and runs workers."""
         self._lead_value = ""
+        self._lead_id = ""
         self._renew_lead = client.register_script(_RENEW_LEAD)
         self._drop_lead = client.register_script(_DROP_LEAD)
 
@@ -173,6 +174,18 @@ class LocalBackend:
     async def supervisor_alive(self) -> bool:
         return bool(await self.client.exists(self.keys.backend_supervisor))
 
+    async def superseded(self, lead_id: str) -> bool:
+        """True when another supervisor than ``lead_id`` holds the claim (a
+        missing claim is not proof: its holder may be renewing it)."""
+        raw = await self.client.get(self.keys.backend_supervisor)
+        if raw is None:
+            return False
+        try:
+            holder = json.loads(raw).get("id")
+        except (ValueError, AttributeError):
+            return False
+        return isinstance(holder, str) and holder != lead_id
+
     async def supervisor_pid(self) -> int | None:
         """The pid of the process that supervises the workers; None if none
         does, 0 if the key does not say."""
@@ -191,8 +204,9 @@ class LocalBackend:
         """Converge on the desired count until cancelled or ``stop_all``,
         while this process holds the supervisor key; stand by until then."""
         self._supervising = True
+        self._lead_id = secrets.token_hex(6)
         self._lead_value = json.dumps(
-            {"pid": os.getpid(), "at": time.time(), "id": secrets.token_hex(6)}
+            {"pid": os.getpid(), "at": time.time(), "id": self._lead_id}
         )
         ttl_ms = max(1, int(interval * 1000 * _LEAD_INTERVALS))
         while self._supervising:
@@ -336,6 +350,7 @@ class LocalBackend:
                 [
                     *(sys.executable, "-m", "cortex_core.cli", "worker"),
                     *("--name", name, "--parent-pid", str(os.getpid())),
+                    *(("--supervisor-id", self._lead_id) if self._lead_id else ()),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
