@@ -486,8 +486,9 @@ async def _up(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     async with System.open(settings, start_workers=True) as system:
         print(
-            f"cortex up: redis {settings.redis_display()}, "
-            f"{settings.workers} workers; Ctrl-C stops",
+            f"cortex up: redis {settings.redis_display()}; runs "
+            f"{settings.workers} workers, or stands by while another process "
+            "supervises them; Ctrl-C stops",
             file=sys.stderr,
         )
         await stop.wait()

@@ -604,16 +604,10 @@ class System:
                     keys=services.keys,
                     audit=services.audit,
                 )
-                if await backend.supervisor_alive():
-                    # Another process (cortex up, another console) runs the
-                    # local workers; this one stands by to take them over.
-                    logger.info(
-                        "local backend: another supervisor runs the workers; "
-                        "standing by"
-                    )
-                    backend.desired = await backend.read_desired()
-                else:
-                    await backend.set_desired(settings.workers)
+                # The first process to take the supervisor claim sets the
+                # count from its settings; one that stands by, or takes over
+                # later, keeps the count in Redis.
+                backend.desired = await backend.read_desired()
                 supervise = True
         except BaseException:
             # Nothing started here may outlive a failed start.
@@ -625,7 +619,9 @@ class System:
         if embedded is not None:
             system._spawn(system._keep_embedded_up(), "embedded redis keeper")
         if isinstance(backend, LocalBackend) and supervise:
-            system._spawn(backend.supervise(), "local supervisor")
+            system._spawn(
+                backend.supervise(initial=settings.workers), "local supervisor"
+            )
         if isinstance(backend, KubernetesBackend) and start_workers:
             # The console watches the pods; one-shot commands look once.
             system._spawn(backend.poll(), "kubernetes poller")

@@ -355,3 +355,28 @@ async def test_workers_of_a_frozen_supervisor_stop_when_another_takes_over(
     assert proc.popen.returncode == 0, "it stopped cleanly, not killed"
     assert "another process supervises the workers now" in proc.log_path.read_text()
     assert beat.pid == proc.pid
+
+
+async def test_only_the_process_that_takes_the_claim_at_start_sets_the_count(
+    backend: LocalBackend, services: Services
+) -> None:
+    """'cortex up --workers 5' started beside a console that already runs 2
+    stands by and leaves the count at 2 (it used to write 5 and run 2)."""
+    other = _second(backend, services)
+    first = asyncio.create_task(backend.supervise(interval=0.1, initial=0))
+    try:
+        await wait_for(lambda: backend.leading, "the first supervisor to lead")
+        second = asyncio.create_task(other.supervise(interval=0.1, initial=5))
+        try:
+            await asyncio.sleep(0.5)
+            assert not other.leading
+            assert await backend.read_desired() == 0
+        finally:
+            second.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await second
+    finally:
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        await other.stop_all(grace=1)

@@ -200,10 +200,17 @@ class LocalBackend:
 
     # Supervision -------------------------------------------------------------
 
-    async def supervise(self, interval: float = 1.0) -> None:
+    async def supervise(
+        self, interval: float = 1.0, *, initial: int | None = None
+    ) -> None:
         """Converge on the desired count until cancelled or ``stop_all``,
-        while this process holds the supervisor key; stand by until then."""
+        while this process holds the supervisor key; stand by until then.
+
+        ``initial`` becomes the desired count if this process takes the key
+        on its first try (it starts the workers); one that takes over later
+        keeps the count its predecessor had."""
         self._supervising = True
+        first = True
         self._lead_id = secrets.token_hex(6)
         self._lead_value = json.dumps(
             {"pid": os.getpid(), "at": time.time(), "id": self._lead_id}
@@ -211,7 +218,15 @@ class LocalBackend:
         ttl_ms = max(1, int(interval * 1000 * _LEAD_INTERVALS))
         while self._supervising:
             try:
-                await self._hold_lead(ttl_ms)
+                took = await self._hold_lead(ttl_ms)
+                if took and first and initial is not None:
+                    await self.set_desired(initial)
+                elif took:
+                    logger.warning(
+                        "local backend: took over the local workers (pid %d)",
+                        os.getpid(),
+                    )
+                first = False
                 self.desired = await self.read_desired()
             except (OSError, ConnectionError, aioredis.RedisError) as err:
                 logger.debug("local backend: desired count unread (%s)", err)
@@ -232,19 +247,20 @@ class LocalBackend:
             raise_if_cancelled()
             await asyncio.sleep(interval)
 
-    async def _hold_lead(self, ttl_ms: int) -> None:
-        """Renew the supervisor key, or take it if nobody holds it."""
+    async def _hold_lead(self, ttl_ms: int) -> bool:
+        """Renew the supervisor key, or take it if nobody holds it; True when
+        this call took it."""
         key = self.keys.backend_supervisor
         if self.leading and await self._renew_lead([key], [self._lead_value, ttl_ms]):
-            return
+            return False
         if await self.client.set(key, self._lead_value, nx=True, px=ttl_ms):
-            if not self.leading:
-                self.leading = True
-                logger.info(
-                    "local backend: supervising the local workers (pid %d)",
-                    os.getpid(),
-                )
-            return
+            if self.leading:
+                return False
+            self.leading = True
+            logger.info(
+                "local backend: supervising the local workers (pid %d)", os.getpid()
+            )
+            return True
         if self.leading:
             logger.warning(
                 "local backend: another process took over supervision; "
@@ -254,6 +270,7 @@ class LocalBackend:
             self.leading = False
             for proc in self.processes.values():
                 self._terminate(proc)
+        return False
 
     def reconcile(self) -> list[tuple[str, int]]:
         """Start, stop and restart processes to match ``self.desired``.
