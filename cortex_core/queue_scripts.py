@@ -160,8 +160,13 @@ for _ = 1, 4000 do
   else
     local f = redis.call('HMGET', tkey, 'payload', 'max_attempts', 'category',
       'attempts', 'crashes')
-    -- A max_attempts that is not a number gives the task one attempt.
-    local max = math.max(1, tonumber(f[2]) or 1)
+    -- A max_attempts that is not a whole number from 1 gives the task one
+    -- attempt, written back so that failing and reaping count the same.
+    local max = whole(f[2])
+    if not max or max < 1 then
+      max = 1
+      redis.call('HSET', tkey, 'max_attempts', 1)
+    end
     if not whole(f[4]) then
       -- A record this script cannot count attempts on: dead, not lost.
       local reason = 'decode: attempts is not a whole number >= 0'

@@ -500,10 +500,13 @@ async def test_bad_payload_is_dead_lettered_by_worker_path(
     assert record.reason.startswith("decode:")
 
 
+@pytest.mark.parametrize("bad", ["three", "inf", "nan", "1e999", "-1", "0", "0x10"])
 async def test_claim_survives_record_with_non_numeric_max_attempts(
-    queue: TaskQueue, raw_redis: aioredis.Redis, services: Services
+    queue: TaskQueue, raw_redis: aioredis.Redis, services: Services, bad: str
 ) -> None:
-    """A record whose max_attempts is not a number is still claimed, not an error."""
+    """A record whose max_attempts is not a whole number from 1 is still
+    claimed, with one attempt; the record says 1 so that a retryable failure
+    dead-letters it instead of retrying it forever (inf)."""
     task = make_task()
     await raw_redis.hset(
         services.keys.task(task.id),
@@ -513,7 +516,7 @@ async def test_claim_survives_record_with_non_numeric_max_attempts(
             "priority": "medium",
             "category": "security",
             "attempts": 0,
-            "max_attempts": "three",
+            "max_attempts": bad,
             "enqueued_at": await server_ms(raw_redis),
         },
     )
@@ -521,7 +524,8 @@ async def test_claim_survives_record_with_non_numeric_max_attempts(
     claim = await queue.claim("w1", LONG_LEASE_MS)
     assert claim is not None
     assert claim.task_id == task.id
-    assert claim.max_attempts >= 1
+    assert claim.max_attempts == 1
+    assert await queue.fail(claim, "model: overloaded", retryable=True) == "dead"
 
 
 # Waking, keys, events ------------------------------------------------------------
