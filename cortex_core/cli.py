@@ -23,7 +23,12 @@ from cortex_core.agent import open_executor
 from cortex_core.backends.kubernetes import MAX_REPLICAS, KubernetesBackend
 from cortex_core.backends.local import LocalBackend
 from cortex_core.config import Settings, parse_latency
-from cortex_core.errors import CortexError, EnqueueRefused
+from cortex_core.errors import (
+    CortexError,
+    EnqueueRefused,
+    InvalidTransition,
+    UnknownTask,
+)
 from cortex_core.models import PRIORITIES, Priority, Task
 from cortex_core.probe import ProbeServer
 from cortex_core.snapshot import Header
@@ -243,10 +248,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await _status(system, args.json)
         if command == "requeue":
             if args.all:
-                ids = await sv.queue.requeue_all_dead()
-                for task_id in ids:
-                    sv.audit.record(task_id, "requeued", by="cli")
-                print(f"requeued {len(ids)} dead tasks")
+                return await _requeue_all(sv)
             else:
                 task_id = await sv.queue.resolve_dead(args.task_id)
                 await system.control.requeue(task_id)
@@ -274,6 +276,24 @@ async def _dispatch(args: argparse.Namespace) -> int:
             print(f"{command}d {prio or 'all priorities'}")
             return 0
     raise CortexError(f"unknown command {command!r}")
+
+
+async def _requeue_all(sv: Services) -> int:
+    """Requeue every dead task it can; name each it cannot, exit 1 if any."""
+    done = 0
+    refused: list[str] = []
+    for task_id in await sv.queue.dead_ids(limit=100_000):
+        try:
+            await sv.queue.requeue(task_id)
+        except (UnknownTask, InvalidTransition) as err:
+            refused.append(f"not requeued {task_id}: {err}")
+            continue
+        sv.audit.record(task_id, "requeued", by="cli")
+        done += 1
+    print(f"requeued {done} dead tasks")
+    for line in refused:
+        print(line, file=sys.stderr)
+    return 1 if refused else 0
 
 
 async def _worker(

@@ -581,13 +581,6 @@ class TaskQueue:
             )
         return matches[0]
 
-    async def requeue_all_dead(self) -> list[str]:
-        """Requeue every dead task; return their ids."""
-        ids = await self.dead_ids(limit=100_000)
-        for task_id in ids:
-            await self.requeue(task_id)
-        return ids
-
     # Reconciliation ----------------------------------------------------------
 
     async def restore_many(self, entries: Sequence[RestoreEntry]) -> list[bool]:

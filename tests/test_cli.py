@@ -226,6 +226,23 @@ async def test_requeue_all_dead_tasks(
         assert record is not None and record.state == "pending"
 
 
+async def test_requeue_all_goes_past_a_task_it_cannot_requeue(
+    services: Services, child_env: dict[str, str]
+) -> None:
+    """One dead record with a priority no queue has does not stop the rest:
+    they are requeued, it is named, and the exit status says so."""
+    bad = await _dead_task(services)
+    await services.client.hset(services.keys.task(bad), "priority", "bogus")
+    good = [await _dead_task(services), await _dead_task(services)]
+    result = run_cli("requeue", "--all", env=child_env)
+    assert result.returncode == 1, result.stderr
+    assert "requeued 2 dead tasks" in result.stdout
+    assert result.stderr.startswith(f"not requeued {bad}: ")
+    assert await services.queue.dead_ids() == [bad]
+    for record in await services.queue.get_many(good):
+        assert record is not None and record.state == "pending"
+
+
 async def test_requeue_unknown_or_live_task_fails_clearly(
     services: Services, child_env: dict[str, str]
 ) -> None:
