@@ -272,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run the 50-task reference workload, then a task every few seconds",
     )
     args = parser.parse_args(argv)
+    if args.refresh > 3600:
+        parser.error(f"--refresh: at most 3600 seconds, not {args.refresh:g}")
     if not 1 <= args.port <= 65535:
         parser.error(f"--port must be from 1 to 65535, not {args.port}")
     if args.serve:
