@@ -111,6 +111,12 @@ local want = tonumber(ARGV[10])
 local aging = tonumber(ARGV[11]) or 0
 local now = now_ms()
 local deadline = now + tonumber(ARGV[2])
+-- A queued task this script cannot run: dead with its reason, never lost.
+local function bury(tkey, id, prio, cat, reason)
+  redis.call('HSET', tkey, 'state', 'dead', 'reason', reason, 'finished_at', now)
+  redis.call('ZADD', KEYS[4], now, id)
+  event(KEYS[3], ARGV[5], 'dead', id, prio, cat, ARGV[1], '0', reason)
+end
 for _ = 1, 4000 do
   if #out >= want then break end
   local slot, best_rank, best_enq = nil, 99, 0
@@ -149,14 +155,9 @@ for _ = 1, 4000 do
     -- A stale second entry of a task that is where its state says: the
     -- entry goes, the task stays as it is (it must not run twice).
   elseif state ~= 'pending' then
-    -- A queued task whose record says otherwise, and is nowhere else:
-    -- dead with the reason, never dropped.
-    local reason = 'decode: queued, but its record says state ' ..
-      string.sub(state, 1, 40)
-    redis.call('HSET', tkey, 'state', 'dead', 'reason', reason,
-      'finished_at', now)
-    redis.call('ZADD', KEYS[4], now, id)
-    event(KEYS[3], ARGV[5], 'dead', id, prio, '', ARGV[1], '0', reason)
+    -- A queued task whose record says otherwise, and is nowhere else.
+    bury(tkey, id, prio, '',
+      'decode: queued, but its record says state ' .. string.sub(state, 1, 40))
   else
     local f = redis.call('HMGET', tkey, 'payload', 'max_attempts', 'category',
       'attempts', 'crashes')
@@ -168,12 +169,8 @@ for _ = 1, 4000 do
       redis.call('HSET', tkey, 'max_attempts', 1)
     end
     if not whole(f[4]) then
-      -- A record this script cannot count attempts on: dead, not lost.
-      local reason = 'decode: attempts is not a whole number >= 0'
-      redis.call('HSET', tkey, 'state', 'dead', 'reason', reason,
-        'finished_at', now)
-      redis.call('ZADD', KEYS[4], now, id)
-      event(KEYS[3], ARGV[5], 'dead', id, prio, f[3], ARGV[1], '0', reason)
+      -- A record this script cannot count attempts on.
+      bury(tkey, id, prio, f[3], 'decode: attempts is not a whole number >= 0')
     else
       local crashes = tonumber(f[5]) or 0
       if crashes > 0 and #out > 0 then

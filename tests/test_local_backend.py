@@ -235,6 +235,14 @@ async def test_scale_info_says_the_count_its_owner_and_the_limit(
     assert info.owner.startswith("nothing (no supervisor runs")
 
 
+async def _cancel(*jobs: asyncio.Task[None]) -> None:
+    """Cancel supervisor loops and wait for them to end."""
+    for job in jobs:
+        job.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await job
+
+
 def _second(backend: LocalBackend, services: Services) -> LocalBackend:
     """Another process's backend on the same Redis (as a second console)."""
     return LocalBackend(
@@ -282,10 +290,7 @@ async def test_one_supervisor_at_a_time_and_the_other_takes_over(
         }
         assert await other.supervisor_alive()
     finally:
-        for job in (first, second):
-            job.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await job
+        await _cancel(first, second)
         await other.stop_all(grace=1)
 
 
@@ -303,10 +308,7 @@ async def test_a_standby_quitting_leaves_the_supervisor_alone(
         await asyncio.sleep(0.3)
         assert leader.leading and await leader.supervisor_alive()
     finally:
-        for job in (first, second):
-            job.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await job
+        await _cancel(first, second)
         await other.stop_all(grace=1)
 
 
@@ -326,9 +328,7 @@ async def test_a_supervisor_that_lost_its_key_stops_its_workers(
         await wait_for(lambda: not pid_alive(beat.pid), "its worker to stop")
         assert await backend.supervisor_pid() == 1
     finally:
-        job.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await job
+        await _cancel(job)
 
 
 async def test_workers_of_a_frozen_supervisor_stop_when_another_takes_over(
@@ -342,9 +342,7 @@ async def test_workers_of_a_frozen_supervisor_stop_when_another_takes_over(
     try:
         (beat,) = (await _beating(services, {"local-1"})).values()
     finally:
-        job.cancel()  # the freeze: nothing renews the claim any more
-        with contextlib.suppress(asyncio.CancelledError):
-            await job
+        await _cancel(job)  # the freeze: nothing renews the claim any more
     (proc,) = backend.processes.values()
     await services.client.set(
         services.keys.backend_supervisor,
@@ -372,11 +370,7 @@ async def test_only_the_process_that_takes_the_claim_at_start_sets_the_count(
             assert not other.leading
             assert await backend.read_desired() == 0
         finally:
-            second.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await second
+            await _cancel(second)
     finally:
-        first.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await first
+        await _cancel(first)
         await other.stop_all(grace=1)
