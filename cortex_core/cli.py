@@ -278,6 +278,12 @@ async def _dispatch(args: argparse.Namespace) -> int:
     raise CortexError(f"unknown command {command!r}")
 
 
+def _local_backend(sv: Services) -> LocalBackend:
+    """The local backend on these services, to read or set the worker count
+    (it starts nothing unless asked to supervise)."""
+    return LocalBackend(sv.settings, redis_url=sv.url, client=sv.client, keys=sv.keys)
+
+
 async def _requeue_all(sv: Services) -> int:
     """Requeue every dead task it can; name each it cannot, exit 1 if any."""
     done = 0
@@ -324,10 +330,9 @@ async def _worker(
         )
         worker.parent_pid = parent_pid
         if supervisor_id is not None:
-            local = LocalBackend(
-                settings, redis_url=sv.url, client=sv.client, keys=sv.keys
+            worker.superseded = functools.partial(
+                _local_backend(sv).superseded, supervisor_id
             )
-            worker.superseded = functools.partial(local.superseded, supervisor_id)
         worker.install_signal_handlers()
         probe = None
         if settings.metrics_port:
@@ -475,9 +480,7 @@ async def _scale(
         how = f" (pinned: {owner.describe()})" if owner is not None else ""
         print(f"desired workers: {count}{how}")
         return 0
-    backend = LocalBackend(
-        sv.settings, redis_url=sv.url, client=sv.client, keys=sv.keys
-    )
+    backend = _local_backend(sv)
     target = await backend.read_desired() + number if relative else number
     if target == 0 and not confirmed:
         raise CortexError(

@@ -592,7 +592,6 @@ class System:
                 embedded.stop()
             raise
         backend: LocalBackend | KubernetesBackend | None = None
-        supervise = False
         try:
             if settings.backend == "kubernetes":
                 backend = await kubernetes_backend(settings)
@@ -608,7 +607,6 @@ class System:
                 # count from its settings; one that stands by, or takes over
                 # later, keeps the count in Redis.
                 backend.desired = await backend.read_desired()
-                supervise = True
         except BaseException:
             # Nothing started here may outlive a failed start.
             await services.close()
@@ -618,7 +616,7 @@ class System:
         system = cls(settings, services, embedded, backend)
         if embedded is not None:
             system._spawn(system._keep_embedded_up(), "embedded redis keeper")
-        if isinstance(backend, LocalBackend) and supervise:
+        if isinstance(backend, LocalBackend):
             system._spawn(
                 backend.supervise(initial=settings.workers), "local supervisor"
             )

@@ -282,16 +282,21 @@ async def test_requeue_by_part_of_an_id(
 # Scale -----------------------------------------------------------------------
 
 
-async def test_scale_sets_the_desired_count(
-    services: Services, child_env: dict[str, str]
-) -> None:
-    """``scale 3``, ``+1`` and ``-2`` set the count; bad counts change nothing."""
-    backend = LocalBackend(
+@pytest.fixture
+def backend(services: Services) -> LocalBackend:
+    """The local backend on the test's Redis, to read the count the CLI set."""
+    return LocalBackend(
         services.settings,
         redis_url=services.url,
         client=services.client,
         keys=services.keys,
     )
+
+
+async def test_scale_sets_the_desired_count(
+    backend: LocalBackend, child_env: dict[str, str]
+) -> None:
+    """``scale 3``, ``+1`` and ``-2`` set the count; bad counts change nothing."""
     for arg, expected in (("3", 3), ("+1", 4), ("-2", 2)):
         result = run_cli("scale", arg, env=child_env)
         assert result.returncode == 0, result.stderr
@@ -304,14 +309,8 @@ async def test_scale_sets_the_desired_count(
 
 
 async def test_scale_to_zero_asks_for_yes_as_the_console_does(
-    services: Services, child_env: dict[str, str]
+    backend: LocalBackend, child_env: dict[str, str]
 ) -> None:
-    backend = LocalBackend(
-        services.settings,
-        redis_url=services.url,
-        client=services.client,
-        keys=services.keys,
-    )
     await backend.set_desired(2)
     for args in (("0",), ("-2",)):
         line = _error_line(run_cli("scale", *args, env=child_env))
